@@ -1,0 +1,144 @@
+"""The end-to-end stylization pipeline: video in, stylized video out.
+
+frames -> per-frame stylizer latents (cached) -> optional policy residual
+-> codec decode -> frames at the original size. Long videos stream through
+in chunks, so memory is bounded by the chunk size, not the video's length.
+Components are passed in, as in a diffusers pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pipeline.cache import LatentCache
+from pipeline.images import resize_to_width, restore_size
+from pipeline.stylizers.base import Stylizer
+from pipeline.video_io import VideoWriter, iter_video_chunks, video_info
+
+MAX_DEFAULT_WIDTH = 512
+
+
+@dataclass
+class StylizedClip:
+    """Frames (T,3,H,W) in [0,1] of the frame-by-frame baseline and of the result, at the working size."""
+
+    baseline: Tensor
+    result: Tensor
+
+
+def working_width(input_width: int, size: int | None) -> int:
+    """The frame width the pipeline works at: ``size``, else the input's capped at 512."""
+    if size is not None:
+        if size < 8:
+            raise ValueError(f"--size must be at least 8 pixels, got {size}")
+        return size
+    return min(input_width, MAX_DEFAULT_WIDTH)
+
+
+class StylizationPipeline:
+    """Stylize clips frame by frame, then refine the latents with a policy.
+
+    stylizer: the per-frame stylizer (its ``codec`` decodes the latents).
+    policy: a ``policies.base.Policy`` or None for the frame-by-frame baseline.
+    cache: where baseline latents are kept; None computes them without caching.
+    flow_model: a ``rewards.flow.RAFTFlow`` for policies with flow observations.
+    chunk_size: frames held in memory at once when streaming a video.
+    """
+
+    def __init__(
+        self,
+        stylizer: Stylizer,
+        policy: Any | None = None,
+        cache: LatentCache | None = None,
+        flow_model: Any | None = None,
+        chunk_size: int = 16,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.stylizer = stylizer
+        self.codec = stylizer.codec
+        self.policy = policy
+        self.cache = cache
+        self.flow_model = flow_model
+        self.chunk_size = chunk_size
+
+    def baseline_latents(self, frames: Tensor, style_image: Tensor) -> Tensor:
+        """Per-frame stylized latents (T,C,H/8,W/8) of frames (T,3,H,W), cached when a cache is set."""
+        if self.cache is not None:
+            return self.cache.latents(self.stylizer, frames, style_image)
+        with torch.no_grad():
+            return self.stylizer.stylize(frames, style_image)
+
+    @torch.no_grad()
+    def stylize_chunk(self, frames: Tensor, style_image: Tensor, state: Any = None) -> tuple[StylizedClip, Any]:
+        """Stylize consecutive frames (t,3,H,W) at their size (multiples of 8).
+
+        ``state`` carries what the policy needs from the previous chunk; pass the
+        returned state with the next chunk of the same video, None at its start.
+        """
+        latents = self.baseline_latents(frames, style_image)
+        device = next(self.codec.parameters()).device
+        baseline = self.codec.decode(latents.to(device)).cpu()
+        if self.policy is None:
+            return StylizedClip(baseline, baseline), state
+        from policies.rollout import apply_policy_to_chunk
+
+        refined, state = apply_policy_to_chunk(self.policy, latents, frames, state, flow_model=self.flow_model)
+        return StylizedClip(baseline, self.codec.decode(refined.to(device)).cpu()), state
+
+    def stylize_clip(self, frames: Tensor, style_image: Tensor) -> StylizedClip:
+        """Stylize a whole in-memory clip (T,3,H,W) in chunks; returns frames at the same size."""
+        parts, state = [], None
+        for start in range(0, frames.shape[0], self.chunk_size):
+            clip, state = self.stylize_chunk(frames[start : start + self.chunk_size], style_image, state)
+            parts.append(clip)
+        return StylizedClip(torch.cat([p.baseline for p in parts]), torch.cat([p.result for p in parts]))
+
+    def stylize_video(
+        self,
+        video_path: str | os.PathLike,
+        style_image: Tensor,
+        out_path: str | os.PathLike,
+        size: int | None = None,
+        side_by_side: bool = False,
+        overwrite: bool = False,
+        max_frames: int | None = None,
+        progress: bool = True,
+    ) -> dict[str, Any]:
+        """Stylize the video (file or frame folder) at ``video_path`` into an mp4 at ``out_path``.
+
+        size: output width in pixels (height keeps the aspect ratio); default the
+        input's width up to 512. The video is processed at the nearest size
+        whose sides are multiples of 8 and written at the requested size, with
+        the input's fps. side_by_side writes input | baseline | result.
+        Returns a summary (frames, fps, sizes).
+        """
+        info = video_info(video_path)
+        width = working_width(info.width, size)
+        out_height = max(1, round(info.height * width / info.width))
+        total = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
+        state = None
+        with VideoWriter(out_path, info.fps, overwrite=overwrite) as writer, tqdm(
+            total=total, unit="frame", desc="stylizing", disable=not progress
+        ) as bar:
+            for chunk in iter_video_chunks(video_path, self.chunk_size, max_frames=max_frames):
+                work = resize_to_width(chunk, width)
+                clip, state = self.stylize_chunk(work, style_image, state)
+                panels = [clip.result]
+                if side_by_side:
+                    panels = [work, clip.baseline, clip.result]
+                writer.write(torch.cat([restore_size(p, (out_height, width)) for p in panels], dim=3))
+                bar.update(chunk.shape[0])
+        return {
+            "frames": total,
+            "fps": info.fps,
+            "input_size": (info.height, info.width),
+            "output_size": (out_height, width * (3 if side_by_side else 1)),
+            "working_size": tuple(work.shape[-2:]),
+        }

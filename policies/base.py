@@ -1,0 +1,189 @@
+"""The policy interface, saving/loading, and the protocol training loops drive.
+
+A policy maps an observation (N, Cobs, h, w) built by ``policies.observations``
+to a latent residual delta (N, C, h, w); the refined latent is L_t + delta_t
+(DESIGN.md, "Policies"). Every policy is an ``nn.Module`` with a dataclass
+``config`` and a registered ``kind``, so ``load_policy`` can rebuild it from
+a file written by ``Policy.save``.
+
+File format: one safetensors file holding the state dict, with metadata
+``kind``, ``module`` (the ``policies.*`` module defining it) and ``config``
+(JSON of the dataclass). A run folder written by ``policies.train`` holds
+``policy_best.safetensors`` and/or ``policy_last.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from pipeline.images import atomic_output
+
+OBSERVATION_KINDS = ("pair", "flow")
+
+_POLICY_CLASSES: dict[str, type[Policy]] = {}
+
+
+def register_policy(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: make ``cls`` loadable by ``load_policy`` under ``cls.kind``."""
+    if cls.kind in _POLICY_CLASSES and _POLICY_CLASSES[cls.kind] is not cls:
+        raise ValueError(f"policy kind {cls.kind!r} is registered twice")
+    _POLICY_CLASSES[cls.kind] = cls
+    return cls
+
+
+def check_observation_kind(kind: str) -> str:
+    if kind not in OBSERVATION_KINDS:
+        raise ValueError(f"unknown observation kind {kind!r}; choose one of {', '.join(OBSERVATION_KINDS)}")
+    return kind
+
+
+class Policy(nn.Module):
+    """A residual-latent policy.
+
+    Subclasses set the class attributes ``kind`` (registry name) and
+    ``config_class`` (a dataclass with at least ``observation`` and
+    ``latent_channels`` fields), take the config as the only constructor
+    argument, and implement ``act``.
+    """
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        check_observation_kind(config.observation)
+        self.config = config
+
+    @property
+    def observation(self) -> str:
+        """The observation kind this policy reads: ``"pair"`` or ``"flow"``."""
+        return self.config.observation
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        """Residual delta (N, C, h, w) for observations ``obs`` (N, Cobs, h, w).
+
+        ``deterministic=True`` gives the policy's mean action (evaluation and
+        the stylization pipeline); ``False`` samples (training).
+        """
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the policy to ``path`` (safetensors) atomically; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        metadata = {
+            "kind": self.kind,
+            "module": type(self).__module__,
+            "config": json.dumps(dataclasses.asdict(self.config)),
+        }
+        with atomic_output(path, ".safetensors") as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+        return path
+
+
+def policy_from_spec(kind: str, module: str, config: dict[str, Any]) -> Policy:
+    """Build an untrained policy of registered ``kind`` from its config dict."""
+    if kind not in _POLICY_CLASSES and module.startswith("policies."):
+        importlib.import_module(module)
+    if kind not in _POLICY_CLASSES:
+        raise ValueError(f"unknown policy kind {kind!r}; known: {', '.join(sorted(_POLICY_CLASSES))}")
+    cls = _POLICY_CLASSES[kind]
+    return cls(cls.config_class(**config))
+
+
+RUN_POLICY_FILES = ("policy_best.safetensors", "policy_last.safetensors")
+
+
+def resolve_policy_file(path: str | os.PathLike) -> Path:
+    """The policy file for ``path``: the file itself, or a run folder's best, else last."""
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_POLICY_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"run folder {path} holds no policy file ({' or '.join(RUN_POLICY_FILES)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"policy file {path} does not exist")
+    return path
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
+    """Load a policy saved by ``Policy.save`` (a file, or a run folder: best, else last checkpoint)."""
+    file = resolve_policy_file(path)
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"{file} is not a policy file written by Policy.save ({error})") from error
+    if "kind" not in metadata or "config" not in metadata:
+        raise ValueError(f"{file} has no policy metadata (kind/config); was it written by Policy.save?")
+    policy = policy_from_spec(metadata["kind"], metadata.get("module", ""), json.loads(metadata["config"]))
+    policy.load_state_dict(state)
+    return policy.to(device).eval()
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    """What ``policies.train`` drives. An algorithm module exposes
+    ``make_algorithm(observation: str, latent_channels: int, **options) -> Algorithm``.
+
+    - ``policy``: the ``Policy`` being trained (saved each epoch).
+    - ``train_episode(env)``: run one episode on a ``LatentStyleEnv`` (one
+      clip), updating the networks inside; return one dict of float scalars
+      per step (keys such as ``reward``, ``advantage``, ``style``,
+      ``content``, ``temporal``, ``loss``). Gradients must be averaged across
+      processes with ``policies.parallel.average_gradients`` before each
+      optimiser step so data-parallel replicas stay identical. Random draws
+      use torch's global generator (the loop seeds it per epoch and process).
+    - ``state_dict()``/``load_state_dict()``: networks, optimisers, counters:
+      everything needed to resume.
+    """
+
+    policy: Policy
+
+    def train_episode(self, env: Any) -> list[dict[str, float]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+ALGORITHM_MODULES = {"reinforce": "policies.reinforce", "sac": "policies.sac"}
+
+
+def algorithm_module(name: str):
+    """The module implementing training algorithm ``name``; a clear ValueError when unknown or missing."""
+    if name not in ALGORITHM_MODULES:
+        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHM_MODULES)}")
+    module_name = ALGORITHM_MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise ValueError(f"algorithm {name!r} is not available: module {module_name} does not exist yet") from error
+    if not hasattr(module, "make_algorithm"):
+        raise ValueError(f"module {module_name} defines no make_algorithm(observation, latent_channels, ...)")
+    return module
+
+
+def make_algorithm(name: str, observation: str, latent_channels: int, **options: Any) -> Algorithm:
+    """Build training algorithm ``name`` (``reinforce`` or ``sac``) for the given observation kind."""
+    check_observation_kind(observation)
+    return algorithm_module(name).make_algorithm(observation, latent_channels, **options)

@@ -1,0 +1,244 @@
+"""The RL environment: one episode = one clip, one step = one frame.
+
+Step t takes the residual delta_t, decodes L_t + delta_t into the stylized
+frame S_t and scores it with the reward of DESIGN.md
+(``rewards.reward.StyleContentTemporalReward``): Gram style against the
+style image, LPIPS content against I_t, and the occlusion-masked L1 between
+S_t and the previous OUTPUT frame S_{t-1} warped into frame t by the content
+flow. The advantage is r_t(policy) - r_t(baseline), where the baseline's own
+per-frame reward is computed once per clip, so a step costs one decode and
+one reward evaluation.
+
+Everything that depends only on the clip (baseline latents from the cache,
+content flows and occlusion masks at pixel and latent resolution, the
+decoded baseline and its reward terms, the reward normalisation scales) is
+built once by ``prepare_clip``; style features are held by the reward
+module, built once per style.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from policies.observations import LatentFlows, latent_flows, observation_channels
+from policies.rollout import RolloutState, advance, observe
+from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, flows_and_masks
+from rewards.reward import RewardScales, RewardTerms, StyleContentTemporalReward
+from rewards.warp import backward_warp
+
+
+@dataclass
+class ClipData:
+    """What an episode on one clip needs, computed once (all tensors on one device).
+
+    frames (T,3,H,W) content frames in [0,1]; baseline_latents (T,C,h,w);
+    flows: pixel flows/masks of the content (T-1 pairs, ``rewards.flow.ClipFlows``);
+    latent_flows: per-frame flow to the previous frame at latent resolution
+    (T entries; entry 0 is zero with mask 0: frame 0 has no previous frame);
+    baseline_frames (T,3,H,W) decoded baseline; baseline_terms: its reward
+    terms (T,) under ``scales``, the clip's normalisation (``RewardScales.from_terms``
+    of the baseline's raw terms on frames 1..T-1).
+    """
+
+    name: str
+    frames: Tensor
+    baseline_latents: Tensor
+    flows: ClipFlows
+    latent_flows: LatentFlows
+    baseline_frames: Tensor
+    baseline_terms: RewardTerms
+    scales: RewardScales
+
+    @property
+    def num_frames(self) -> int:
+        return self.frames.shape[0]
+
+    @property
+    def latent_channels(self) -> int:
+        return self.baseline_latents.shape[1]
+
+
+def _pad_first(flows: LatentFlows) -> LatentFlows:
+    """Prepend an empty entry (zero flow, mask 0) for frame 0."""
+    return LatentFlows(
+        torch.cat([torch.zeros_like(flows.flow[:1]), flows.flow]),
+        torch.cat([torch.zeros_like(flows.mask[:1]), flows.mask]),
+    )
+
+
+def _concat_terms(parts: list[RewardTerms]) -> RewardTerms:
+    return RewardTerms(*(torch.cat([getattr(p, name) for p in parts]) for name in ("total", "style", "content", "temporal")))
+
+
+def score_frames(
+    reward: StyleContentTemporalReward, stylized: Tensor, content: Tensor, prev_stylized: Tensor | None, flows: ClipFlows | None
+) -> RewardTerms:
+    """Reward terms of ``stylized`` (N,3,H,W) given the previous stylized frames (N,3,H,W) or None.
+
+    ``flows``: the N content pairs (t-1, t) whose ``flow_bwd``/``mask_bwd``
+    warp each previous frame into frame t. Differentiable in ``stylized``.
+    """
+    if prev_stylized is None:
+        return reward(stylized, content)
+    assert flows is not None
+    warped = backward_warp(prev_stylized, flows.flow_bwd)
+    return reward(stylized, content, warped, flows.mask_bwd)
+
+
+@torch.no_grad()
+def prepare_clip(
+    frames: Tensor,
+    style_image: Tensor,
+    stylizer,
+    cache=None,
+    flow_model: RAFTFlow | None = None,
+    reward: StyleContentTemporalReward | None = None,
+    name: str = "clip",
+) -> ClipData:
+    """Build the ``ClipData`` of ``frames`` (T,3,H,W) in [0,1] (T >= 2, sides multiples of 8).
+
+    ``stylizer``: a ``pipeline.stylizers.base.Stylizer`` (its codec decodes);
+    ``cache``: a ``pipeline.cache.LatentCache`` or None (stylize without caching);
+    ``flow_model``: RAFT (default the shared RAFT-small); ``reward``: the
+    style's reward module (required). Tensors live on the codec's device.
+    """
+    if reward is None:
+        raise ValueError("prepare_clip needs the reward module (StyleContentTemporalReward) of the style")
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (T,3,H,W), got {tuple(frames.shape)}")
+    if frames.shape[0] < 2:
+        raise ValueError(f"clip {name!r} has {frames.shape[0]} frame(s); an episode needs at least 2")
+    codec = stylizer.codec
+    device = codec.device
+    if cache is not None:
+        latents = cache.latents(stylizer, frames, style_image)
+    else:
+        latents = stylizer.stylize(frames.to(device), style_image.to(device))
+    latents = latents.to(device)
+    frames = frames.to(device)
+    flows = flows_and_masks(frames, flow_model if flow_model is not None else default_flow_model(device))
+    small = _pad_first(latent_flows(flows.flow_bwd, flows.mask_bwd, tuple(latents.shape[-2:])))
+    baseline_frames = codec.decode(latents)
+
+    def baseline_terms() -> tuple[RewardTerms, RewardTerms]:
+        first = score_frames(reward, baseline_frames[:1], frames[:1], None, None)
+        rest = score_frames(reward, baseline_frames[1:], frames[1:], baseline_frames[:-1], flows)
+        return first, rest
+
+    reward.scales = RewardScales.from_terms(baseline_terms()[1])  # the totals need the scales: score again
+    return ClipData(name, frames, latents, flows, small, baseline_frames, _concat_terms(list(baseline_terms())), reward.scales)
+
+
+@dataclass
+class StepResult:
+    """Outcome of one step (frame ``t``): rewards as floats, raw terms, and the refined latent/frame."""
+
+    t: int
+    reward: float
+    baseline_reward: float
+    advantage: float
+    terms: dict[str, float]
+    done: bool
+    latent: Tensor = field(repr=False)
+    frame: Tensor = field(repr=False)
+
+    def scalars(self) -> dict[str, float]:
+        """Loggable scalars: reward, baseline_reward, advantage and the raw terms."""
+        return {"reward": self.reward, "baseline_reward": self.baseline_reward, "advantage": self.advantage, **self.terms}
+
+
+class LatentStyleEnv:
+    """Episodes over one clip: ``reset() -> obs``, ``step(delta) -> (next_obs, StepResult)``.
+
+    Observations are (1,Cobs,h,w) of kind ``observation`` (``policies.observations``);
+    actions are residuals delta (1,C,h,w). After the last frame ``done`` is
+    True and the returned observation is zeros (there is no next frame).
+    ``render``/``score`` are the same decode and reward, differentiable, for
+    algorithms that backpropagate through the reward.
+    """
+
+    def __init__(self, clip: ClipData, codec, reward: StyleContentTemporalReward, observation: str) -> None:
+        if clip.latent_channels != codec.latent_channels:
+            raise ValueError(f"clip latents have {clip.latent_channels} channels, the codec {codec.latent_channels}")
+        self.clip = clip
+        self.codec = codec
+        self.reward = reward
+        self.observation = observation
+        self.observation_channels = observation_channels(observation, clip.latent_channels)
+        self.t = 0
+        self._state = RolloutState()
+        self._prev_frame: Tensor | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return self.clip.num_frames
+
+    def _observe(self) -> Tensor:
+        t = self.t
+        return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state, self.clip.latent_flows[t : t + 1])
+
+    def reset(self) -> Tensor:
+        """Start the clip: the observation (1,Cobs,h,w) of frame 0."""
+        self.t = 0
+        self._state = RolloutState()
+        self._prev_frame = None
+        return self._observe()
+
+    def render(self, t: int, delta: Tensor) -> Tensor:
+        """Decoded frame (1,3,H,W) of L_t + delta (1,C,h,w); differentiable in ``delta``."""
+        return self.codec.decode(self.clip.baseline_latents[t : t + 1] + delta)
+
+    def score(self, t: int, frame: Tensor, prev_frame: Tensor | None) -> RewardTerms:
+        """Reward terms of ``frame`` (1,3,H,W) as frame t after ``prev_frame`` (None at t=0); differentiable."""
+        self.reward.scales = self.clip.scales
+        if t == 0 or prev_frame is None:
+            return score_frames(self.reward, frame, self.clip.frames[t : t + 1], None, None)
+        return score_frames(self.reward, frame, self.clip.frames[t : t + 1], prev_frame, self.clip.flows[t - 1])
+
+    def step(self, delta: Tensor) -> tuple[Tensor, StepResult]:
+        """Apply ``delta`` (1,C,h,w) at the current frame; returns the next observation and the step's result."""
+        if self.t >= self.num_frames:
+            raise RuntimeError("the episode is over; call reset()")
+        expected = (1, *self.clip.baseline_latents.shape[1:])
+        if tuple(delta.shape) != expected:
+            raise ValueError(f"delta must be {expected}, got {tuple(delta.shape)}")
+        t = self.t
+        with torch.no_grad():
+            delta = delta.detach().to(self.clip.baseline_latents)
+            frame = self.render(t, delta)
+            terms = self.score(t, frame, self._prev_frame)
+        reward = terms.total.item()
+        baseline = self.clip.baseline_terms.total[t].item()
+        latent = self.clip.baseline_latents[t : t + 1] + delta
+        self._state = advance(self.clip.baseline_latents[t : t + 1], latent)
+        self._prev_frame = frame
+        self.t += 1
+        done = self.t == self.num_frames
+        result = StepResult(
+            t=t,
+            reward=reward,
+            baseline_reward=baseline,
+            advantage=reward - baseline,
+            terms={name: getattr(terms, name).item() for name in ("style", "content", "temporal")},
+            done=done,
+            latent=latent,
+            frame=frame,
+        )
+        if done:
+            c, h, w = self.clip.baseline_latents.shape[1:]
+            return delta.new_zeros(1, self.observation_channels, h, w), result
+        return self._observe(), result
+
+
+@torch.no_grad()
+def run_episode(env: LatentStyleEnv, policy, deterministic: bool = True) -> list[StepResult]:
+    """Play one episode of ``policy`` (a ``policies.base.Policy``) on ``env`` without learning."""
+    results, obs, done = [], env.reset(), False
+    while not done:
+        obs, result = env.step(policy.act(obs, deterministic=deterministic))
+        results.append(result)
+        done = result.done
+    return results

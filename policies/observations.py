@@ -1,0 +1,109 @@
+"""The two observation kinds a policy reads, built in one place.
+
+- ``pair`` (Kuang & Chen, "Video Style Transfer with Reinforcement
+  Learning"): concat(L_{t-1}, L_t) of *baseline* latents, 2C channels; at the
+  first frame L_{-1} = L_0.
+- ``flow`` (ours): concat(L_t, W_t, M_t, L_t - W_t), 3C+1 channels, where
+  W_t = warp(previous *output* latent, flow from frame t to t-1 at latent
+  resolution) and M_t in [0,1] is the fraction of reliable (non-occluded)
+  pixels of frame t under each latent cell. At the first frame (no previous
+  output) W_0 = L_0 and M_0 = 0.
+
+Flows follow DESIGN.md: pixels, ch0 = x right, ch1 = y down; backward warp
+warp(x, f)(p) = x(p + f(p)) (``rewards.warp.backward_warp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from policies.base import check_observation_kind
+from rewards.warp import backward_warp, resize_flow
+
+
+def observation_channels(kind: str, latent_channels: int) -> int:
+    """Channels of observation ``kind`` for a codec with ``latent_channels`` C: 2C (pair) or 3C+1 (flow)."""
+    check_observation_kind(kind)
+    return 2 * latent_channels if kind == "pair" else 3 * latent_channels + 1
+
+
+@dataclass
+class LatentFlows:
+    """Per-frame flow to the previous frame, at latent resolution.
+
+    ``flow`` (n,2,h,w): entry i maps frame i to frame i-1 (latent cells, so a
+    pixel flow divided by the downscale); ``mask`` (n,1,h,w) in [0,1]: 1 where
+    frame i is reliably seen in frame i-1.
+    """
+
+    flow: Tensor
+    mask: Tensor
+
+    def __post_init__(self) -> None:
+        if self.flow.ndim != 4 or self.flow.shape[1] != 2:
+            raise ValueError(f"latent flow must be (n,2,h,w), got {tuple(self.flow.shape)}")
+        if self.mask.shape != (self.flow.shape[0], 1, *self.flow.shape[2:]):
+            raise ValueError(f"latent mask {tuple(self.mask.shape)} does not match flow {tuple(self.flow.shape)}")
+
+    def __len__(self) -> int:
+        return self.flow.shape[0]
+
+    def __getitem__(self, index: slice) -> LatentFlows:
+        return LatentFlows(self.flow[index], self.mask[index])
+
+    def to(self, device: torch.device | str) -> LatentFlows:
+        return LatentFlows(self.flow.to(device), self.mask.to(device))
+
+
+def latent_flows(flow_to_prev: Tensor, mask: Tensor, latent_size: tuple[int, int]) -> LatentFlows:
+    """Downsample pixel flows (n,2,H,W) to previous frames and their masks (n,1,H,W) to ``latent_size`` (h,w).
+
+    Vectors are rescaled with the size (``rewards.warp.resize_flow``); the
+    mask is area-averaged, so a latent cell's value is its reliable fraction.
+    """
+    if flow_to_prev.shape[0] != mask.shape[0]:
+        raise ValueError(f"{flow_to_prev.shape[0]} flows but {mask.shape[0]} masks")
+    small_mask = F.adaptive_avg_pool2d(mask.float(), latent_size)
+    return LatentFlows(resize_flow(flow_to_prev, latent_size), small_mask)
+
+
+def pair_observation(baseline: Tensor, prev_baseline: Tensor | None) -> Tensor:
+    """concat(L_{t-1}, L_t): (N,2C,h,w) from baseline latents (N,C,h,w); None = first frame."""
+    prev = baseline if prev_baseline is None else prev_baseline
+    return torch.cat([prev, baseline], dim=1)
+
+
+def flow_observation(baseline: Tensor, prev_output: Tensor | None, flow: Tensor | None, mask: Tensor | None) -> Tensor:
+    """concat(L_t, W_t, M_t, L_t - W_t): (N,3C+1,h,w).
+
+    ``baseline`` L_t (N,C,h,w); ``prev_output`` the previous refined latent
+    (N,C,h,w) or None at the first frame; ``flow`` (N,2,h,w) latent flow from
+    frame t to t-1 and ``mask`` (N,1,h,w), both needed when ``prev_output`` is given.
+    """
+    if prev_output is None:
+        warped = baseline
+        mask = baseline.new_zeros(baseline.shape[0], 1, *baseline.shape[2:])
+    else:
+        if flow is None or mask is None:
+            raise ValueError("the flow observation needs the flow to the previous frame and its mask")
+        warped = backward_warp(prev_output, flow)
+    return torch.cat([baseline, warped, mask.to(baseline.dtype), baseline - warped], dim=1)
+
+
+def build_observation(
+    kind: str,
+    baseline: Tensor,
+    prev_baseline: Tensor | None = None,
+    prev_output: Tensor | None = None,
+    flow: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Observation ``kind`` (``pair`` or ``flow``) for frame t; see the module docstring."""
+    check_observation_kind(kind)
+    if kind == "pair":
+        return pair_observation(baseline, prev_baseline)
+    return flow_observation(baseline, prev_output, flow, mask)

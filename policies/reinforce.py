@@ -1,0 +1,216 @@
+"""REINFORCE residual-latent policy (Kuang & Chen, "Video Style Transfer with
+Reinforcement Learning", with a gated residual so training starts at the baseline).
+
+Policy: obs (N,Cobs,h,w) -> conv3x3 -> InstanceNorm -> ReLU, twice -> a
+residual block -> 1x1 conv to the mean (N,C,h,w), scaled by a learnable
+scalar gate initialised at ``init_gate`` (0: the untrained policy is exactly
+the frame-by-frame baseline). The 1x1 head also sees the raw observation
+(``input_skip``), so the mean can be a linear function of it, e.g. a pull
+toward the warped previous output that scales with the motion, which the
+instance-normalised features alone cannot express. A learnable scalar
+log-sigma gives the Gaussian pi(delta | obs) = N(mean, sigma^2 I); samples are
+reparameterised (mean + sigma * eps), the log-prob is summed over the latent.
+
+Update (``Reinforce.train_episode``): per transition, loss
+-(A_t - b) * log pi(delta_t | obs_t), with A_t = r_t(policy) - r_t(baseline)
+from the environment and b a running mean of A (variance reduction);
+gradients accumulated over ``accumulate`` transitions (and the end of an
+episode), averaged over processes, one Adam step. The reward is per frame and
+myopic, as in the paper (no return over later frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal
+
+from policies.base import Policy, register_policy
+from policies.observations import observation_channels
+from policies.parallel import average_gradients, mean_over_processes
+
+
+@dataclass
+class ReinforcePolicyConfig:
+    """Network settings. ``init_gate`` 0 = start at the baseline; sigma starts at exp(init_log_sigma)."""
+
+    latent_channels: int
+    observation: str = "flow"
+    hidden: int = 64
+    input_skip: bool = True
+    init_gate: float = 0.0
+    init_log_sigma: float = math.log(0.1)
+
+
+def conv_norm_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True))
+
+
+class ResidualBlock(nn.Module):
+    """x + IN(conv(ReLU(IN(conv(x)))))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_norm_relu(channels, channels),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.InstanceNorm2d(channels, affine=True),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+@register_policy
+class ReinforcePolicy(Policy):
+    """Gaussian residual policy; ``act`` returns the mean (deterministic) or a sample."""
+
+    kind = "reinforce"
+    config_class = ReinforcePolicyConfig
+
+    def __init__(self, config: ReinforcePolicyConfig) -> None:
+        super().__init__(config)
+        cobs = observation_channels(config.observation, config.latent_channels)
+        self.features = nn.Sequential(
+            conv_norm_relu(cobs, config.hidden), conv_norm_relu(config.hidden, config.hidden), ResidualBlock(config.hidden)
+        )
+        self.head = nn.Conv2d(config.hidden + (cobs if config.input_skip else 0), config.latent_channels, 1)
+        self.gate = nn.Parameter(torch.tensor(float(config.init_gate)))
+        self.log_sigma = nn.Parameter(torch.tensor(float(config.init_log_sigma)))
+
+    def mean(self, obs: Tensor) -> Tensor:
+        """Mean residual (N,C,h,w) of observations (N,Cobs,h,w)."""
+        expected = observation_channels(self.observation, self.latent_channels)
+        if obs.ndim != 4 or obs.shape[1] != expected:
+            raise ValueError(f"expected {self.observation} observations (N,{expected},h,w), got {tuple(obs.shape)}")
+        features = self.features(obs)
+        if self.config.input_skip:
+            features = torch.cat([features, obs], dim=1)
+        return self.gate * self.head(features)
+
+    def distribution(self, obs: Tensor) -> Normal:
+        """pi(. | obs): independent Gaussians N(mean, sigma^2) over the latent."""
+        mean = self.mean(obs)
+        return Normal(mean, self.log_sigma.exp().expand_as(mean))
+
+    def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
+        if deterministic:
+            return self.mean(obs)
+        return self.distribution(obs).rsample()
+
+
+@dataclass
+class ReinforceConfig:
+    """Learner settings: Adam ``lr`` for the network, ``scalar_lr`` for the gate and log-sigma
+    (single scalars that Adam would move by only ~lr per step), ``accumulate`` transitions per
+    update, running-baseline ``baseline_momentum``, gradient-norm clip ``max_grad_norm`` (0 = off)."""
+
+    lr: float = 1e-4
+    scalar_lr: float = 1e-3
+    accumulate: int = 4
+    baseline_momentum: float = 0.9
+    max_grad_norm: float = 10.0
+
+
+class Reinforce:
+    """REINFORCE with a running reward baseline; see the module docstring."""
+
+    def __init__(self, policy: ReinforcePolicy, config: ReinforceConfig | None = None) -> None:
+        self.policy = policy
+        self.config = config or ReinforceConfig()
+        if self.config.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.config.accumulate}")
+        scalars = [policy.gate, policy.log_sigma]
+        network = [p for p in policy.parameters() if all(p is not s for s in scalars)]
+        self.optimizer = torch.optim.Adam(
+            [{"params": network, "lr": self.config.lr}, {"params": scalars, "lr": self.config.scalar_lr}]
+        )
+        self.running_baseline = 0.0
+        self.updates = 0
+        self.transitions = 0
+
+    def train_episode(self, env) -> list[dict[str, float]]:
+        """One episode on ``env`` (a ``LatentStyleEnv``): sample, step, accumulate, update."""
+        self.policy.train()
+        logs: list[dict[str, float]] = []
+        pending: list[float] = []  # advantages of the transitions whose gradients are accumulated
+        self.optimizer.zero_grad(set_to_none=True)
+        obs, done = env.reset(), False
+        while not done:
+            dist = self.policy.distribution(obs)
+            delta = dist.sample()  # = mean + sigma * eps, no gradient through the action itself
+            obs, step = env.step(delta)
+            done = step.done
+            weight = step.advantage - self.running_baseline
+            loss = -weight * dist.log_prob(delta).sum()
+            if not math.isfinite(step.advantage) or not torch.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"non-finite {'reward' if not math.isfinite(step.advantage) else 'loss'} at frame {step.t} of clip "
+                    f"{getattr(env.clip, 'name', '?')} (advantage {step.advantage}, loss {loss.item()}); "
+                    "the step was stopped and the policy left unchanged"
+                )
+            (loss / self.config.accumulate).backward()
+            pending.append(step.advantage)
+            self.transitions += 1
+            logs.append({**step.scalars(), "loss": loss.item(), "sigma": self.policy.log_sigma.exp().item()})
+            if len(pending) == self.config.accumulate or done:
+                self._update(pending)
+                pending = []
+        return logs
+
+    def _update(self, advantages: list[float]) -> None:
+        """One optimiser step on the accumulated gradients, then the running baseline."""
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        if len(advantages) < self.config.accumulate:  # end of episode: rescale the partial sum to a mean
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(self.config.accumulate / len(advantages))
+        average_gradients(params)
+        grads = [p.grad for p in params if p.grad is not None]
+        if not all(torch.isfinite(g).all() for g in grads):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError("non-finite policy gradient; the update was skipped and the policy left unchanged")
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        mean_advantage = mean_over_processes(sum(advantages) / len(advantages))
+        m = self.config.baseline_momentum
+        self.running_baseline = m * self.running_baseline + (1 - m) * mean_advantage
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "running_baseline": self.running_baseline,
+            "updates": self.updates,
+            "transitions": self.transitions,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.running_baseline = float(state["running_baseline"])
+        self.updates = int(state["updates"])
+        self.transitions = int(state["transitions"])
+
+
+def make_algorithm(observation: str, latent_channels: int, **options: Any) -> Reinforce:
+    """A ``Reinforce`` learner for a fresh ``ReinforcePolicy``; ``options`` are fields of
+    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma) or ``ReinforceConfig``."""
+    policy_fields = {f.name for f in dataclasses.fields(ReinforcePolicyConfig)} - {"observation", "latent_channels"}
+    learner_fields = {f.name for f in dataclasses.fields(ReinforceConfig)}
+    unknown = set(options) - policy_fields - learner_fields
+    if unknown:
+        raise TypeError(f"unknown REINFORCE option(s) {sorted(unknown)}; known: {sorted(policy_fields | learner_fields)}")
+    policy = ReinforcePolicy(
+        ReinforcePolicyConfig(latent_channels, observation, **{k: v for k, v in options.items() if k in policy_fields})
+    )
+    return Reinforce(policy, ReinforceConfig(**{k: v for k, v in options.items() if k in learner_fields}))

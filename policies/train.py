@@ -1,0 +1,304 @@
+"""The training loop: epochs of episodes over training clips, checkpoints, logs, resume, data parallel.
+
+Data: every video (file or folder of numbered frames) in ``videos`` (default
+the shared training clips, never ``videos/test``), resized to ``size`` pixels
+wide and cut into consecutive windows of ``max_frames`` frames (fewer when
+the shortest clip is shorter: every episode has the same length, so
+data-parallel processes take the same number of optimiser steps). One
+episode = one window. Each window's ``ClipData`` is prepared once.
+
+Run folder: ``config.json``; ``last.pt`` (algorithm state: networks,
+optimisers, counters; written atomically after every epoch, so a killed run
+loses at most one epoch); ``policy_last.safetensors`` and
+``policy_best.safetensors`` (best mean-action advantage on the training
+windows, when ``eval_every`` > 0); ``episodes.csv``, ``epochs.csv``,
+``curves.png`` (``policies.run_log``).
+
+Data parallel: launched with ``accelerate launch --num_processes N``, each
+process takes every N-th window; the algorithm averages gradients before each
+step (``policies.parallel``), process 0 writes the run folder, and replicas
+are checked identical (a parameter digest per process) after each epoch.
+Randomness: the networks are initialised from ``seed``; epoch e of process r
+seeds torch with (seed, e, r), so a resumed run continues exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.images import atomic_output, load_image, resize_to_width
+from pipeline.video_io import IMAGE_EXTENSIONS, read_video
+from policies.base import algorithm_module, check_observation_kind, make_algorithm
+from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
+from policies.parallel import broadcast_module, mean_over_processes
+from policies.run_log import RunLog
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
+DEFAULT_VIDEOS = SHARED / "data" / "videos" / "train"
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+CHECKPOINT = "last.pt"
+# settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads may change)
+RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer", "algo_options")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (saved as the run folder's config.json)."""
+
+    style: str
+    out: str
+    videos: str = str(DEFAULT_VIDEOS)
+    algo: str = "reinforce"
+    obs: str = "flow"
+    size: int = 128
+    max_frames: int = 16
+    epochs: int = 10
+    weights: tuple[float, float, float] = (10.0, 1.0, 10.0)
+    seed: int = 0
+    device: str = "cpu"
+    codec: str = "taef2"
+    stylizer: str = "latent-wct"
+    eval_every: int = 1
+    threads: int | None = None
+    cache_dir: str | None = None
+    algo_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_observation_kind(self.obs)
+        self.weights = tuple(float(w) for w in self.weights)
+        if len(self.weights) != 3:
+            raise ValueError(f"weights must be three numbers (style, content, temporal), got {self.weights}")
+        if self.size < 32:
+            raise ValueError(f"size must be at least 32 pixels (LPIPS needs 32), got {self.size}")
+        if self.max_frames < 2:
+            raise ValueError(f"max_frames must be at least 2 (an episode needs a previous frame), got {self.max_frames}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+
+
+def find_videos(folder: str | os.PathLike) -> list[Path]:
+    """Video files and folders of numbered frames in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"video folder {folder} does not exist")
+    if folder.name == "test" and folder.parent.name == "videos":
+        raise ValueError(f"{folder} holds the test clips; training on them is not allowed (use videos/train)")
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
+            found.append(entry)
+        elif entry.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
+            found.append(entry)
+    if not found:
+        raise ValueError(
+            f"no videos in {folder}: expected video files ({', '.join(VIDEO_EXTENSIONS)}) or folders of numbered frames"
+        )
+    return found
+
+
+def load_windows(videos: list[Path], size: int, max_frames: int) -> list[tuple[str, torch.Tensor]]:
+    """(name, frames (E,3,H,W)) windows of equal length E = min(max_frames, shortest clip)."""
+    clips = [(path.stem, resize_to_width(read_video(path)[0], size)) for path in videos]
+    length = min(max_frames, *(frames.shape[0] for _, frames in clips))
+    if length < 2:
+        short = min(clips, key=lambda c: c[1].shape[0])[0]
+        raise ValueError(f"clip {short!r} has fewer than 2 frames; an episode needs at least 2")
+    windows = []
+    for name, frames in clips:
+        for start in range(0, frames.shape[0] - length + 1, length):
+            windows.append((f"{name}[{start}:{start + length}]", frames[start : start + length]))
+    return windows
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for row in rows for k in row}
+    return {k: sum(row[k] for row in rows if k in row) / sum(1 for row in rows if k in row) for k in sorted(keys)}
+
+
+def _parameter_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**31)
+
+
+class Trainer:
+    """Builds the components of a run and drives ``Algorithm.train_episode`` over epochs."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        from accelerate import PartialState
+
+        self.config = config
+        self.folder = Path(config.out)
+        algorithm_module(config.algo)
+        self._check_folder(resume)
+        self.videos = find_videos(config.videos)
+        self.style_image = load_image(config.style)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.state = PartialState(cpu=config.device == "cpu")
+        self.rank, self.world = self.state.process_index, self.state.num_processes
+        self.device = self.state.device if config.device in ("cpu", "cuda") else torch.device(config.device)
+        torch.manual_seed(config.seed)  # identical initial networks on every process
+        self.codec, stylizer, reward = self._components()
+        self.algorithm = make_algorithm(config.algo, config.obs, self.codec.latent_channels, **config.algo_options)
+        self.algorithm.policy.to(self.device)
+        broadcast_module(self.algorithm.policy)
+        self.start_epoch, self.best = 0, None
+        self.log = RunLog(self.folder, read=resume)
+        if resume:
+            self._load_checkpoint()
+        self.clips = self._prepare_clips(stylizer, reward)
+        self.reward = reward
+
+    def _check_folder(self, resume: bool) -> None:
+        checkpoint = self.folder / CHECKPOINT
+        if resume:
+            if not checkpoint.is_file():
+                raise FileNotFoundError(f"cannot resume: {checkpoint} does not exist")
+            saved = json.loads((self.folder / "config.json").read_text())
+            changed = [k for k in RESUME_KEYS if json.dumps(saved.get(k)) != json.dumps(getattr(self.config, k))]
+            if changed:
+                raise ValueError(
+                    f"cannot resume {self.folder}: settings differ from the run's config.json: "
+                    + ", ".join(f"{k} ({saved.get(k)!r} -> {getattr(self.config, k)!r})" for k in changed)
+                )
+        elif checkpoint.is_file():
+            raise FileExistsError(f"{self.folder} already holds a run; pass --resume to continue it or choose another --out")
+
+    def _components(self):
+        from pipeline.codecs import load_codec
+        from pipeline.stylizers import build_stylizer
+        from rewards.content import LPIPSDistance
+        from rewards.reward import RewardWeights, StyleContentTemporalReward
+        from rewards.style import GramStyleLoss
+        from rewards.vgg import VGG16Features
+
+        style = self.style_image = self.style_image.to(self.device)
+        codec = load_codec(self.config.codec, device=self.device)
+        stylizer = build_stylizer(self.config.stylizer, codec=codec, device=str(self.device), seed=self.config.seed)
+        weights = RewardWeights(*self.config.weights)
+        reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features().to(self.device), style), LPIPSDistance(), weights)
+        return codec, stylizer, reward.to(self.device)
+
+    def _prepare_clips(self, stylizer, reward) -> list[ClipData]:
+        """This process's windows (every world-th, the list padded so all processes get as many)."""
+        from pipeline.cache import LatentCache
+        from rewards.flow import default_flow_model
+
+        windows = load_windows(self.videos, self.config.size, self.config.max_frames)
+        per_process = -(-len(windows) // self.world)
+        padded = [windows[i % len(windows)] for i in range(per_process * self.world)]
+        mine = padded[self.rank :: self.world]
+        cache, flow_model = LatentCache(self.config.cache_dir), default_flow_model(self.device)
+        clips = []
+        for name, frames in tqdm(mine, desc="preparing clips", disable=self.rank != 0, leave=False):
+            clips.append(prepare_clip(frames, self.style_image, stylizer, cache, flow_model, reward, name))
+        return clips
+
+    def _load_checkpoint(self) -> None:
+        checkpoint = torch.load(self.folder / CHECKPOINT, map_location=self.device, weights_only=False)
+        self.algorithm.load_state_dict(checkpoint["algorithm"])
+        self.start_epoch, self.best = checkpoint["epoch"], checkpoint.get("best")
+        self.log.truncate(self.start_epoch)
+
+    def _save(self, epoch: int, eval_advantage: float | None) -> None:
+        """Checkpoint (atomic) after ``epoch`` epochs: last.pt, policy_last, and policy_best if improved."""
+        policy = self.algorithm.policy
+        if eval_advantage is not None and (self.best is None or eval_advantage > self.best):
+            self.best = eval_advantage
+            policy.save(self.folder / "policy_best.safetensors")
+        with atomic_output(self.folder / CHECKPOINT, ".pt") as tmp:
+            torch.save({"epoch": epoch, "best": self.best, "algorithm": self.algorithm.state_dict(),
+                        "config": dataclasses.asdict(self.config)}, tmp)
+        policy.save(self.folder / "policy_last.safetensors")
+        self.log.write()
+
+    def _gather(self, rows: list[dict]) -> list[dict]:
+        if self.world == 1:
+            return rows
+        from accelerate.utils import gather_object
+
+        return gather_object(rows)
+
+    def _check_replicas(self) -> bool:
+        digests = self._gather([_parameter_digest(self.algorithm.policy)])
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"data-parallel replicas diverged: parameter digests {digests}")
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean per-step scalars of the mean action on this process's windows, averaged over processes."""
+        self.algorithm.policy.eval()
+        rows = [r.scalars() for clip in self.clips for r in run_episode(self._env(clip), self.algorithm.policy)]
+        return {f"eval_{k}": mean_over_processes(v) for k, v in _mean_rows(rows).items()}
+
+    def _env(self, clip: ClipData) -> LatentStyleEnv:
+        return LatentStyleEnv(clip, self.codec, self.reward, self.config.obs)
+
+    def run(self) -> dict[str, Any]:
+        """Train from the start epoch to ``config.epochs``; returns a summary of the last epoch."""
+        if self.rank == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_output(self.folder / "config.json", ".json") as tmp:
+                tmp.write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
+        summary: dict[str, Any] = {"epoch": self.start_epoch, "folder": str(self.folder)}
+        episode = len(self.log.episodes)
+        for epoch in range(self.start_epoch + 1, self.config.epochs + 1):
+            torch.manual_seed(_epoch_seed(self.config.seed, epoch, self.rank))
+            order = list(self.clips)
+            random.Random(_epoch_seed(self.config.seed, epoch, self.rank)).shuffle(order)
+            rows, started, transitions = [], time.perf_counter(), 0
+            bar = tqdm(order, desc=f"epoch {epoch}/{self.config.epochs}", disable=self.rank != 0)
+            for clip in bar:
+                steps = self.algorithm.train_episode(self._env(clip))
+                transitions += len(steps)
+                rows.append({"epoch": epoch, "clip": clip.name, "rank": self.rank, "steps": len(steps), **_mean_rows(steps)})
+                bar.set_postfix(advantage=f"{rows[-1].get('advantage', float('nan')):.3f}")
+            seconds = time.perf_counter() - started
+            rows = self._gather(rows)
+            for row in rows:
+                row["episode"] = episode
+                episode += 1
+            means = _mean_rows([{k: v for k, v in r.items() if isinstance(v, float)} for r in rows])
+            epoch_row = {"epoch": epoch, "last_episode": episode - 1, "processes": self.world,
+                         "transitions": transitions * self.world, "seconds": seconds,
+                         "transitions_per_s": transitions * self.world / max(seconds, 1e-9),
+                         **{f"train_{k}": v for k, v in means.items()}}
+            if self.config.eval_every and epoch % self.config.eval_every == 0:
+                epoch_row.update(self.evaluate())
+            epoch_row["replicas_identical"] = self._check_replicas()
+            if self.rank == 0:
+                self.log.add_episodes(rows)
+                self.log.add_epoch(epoch_row)
+                self._save(epoch, epoch_row.get("eval_advantage"))
+            self.state.wait_for_everyone()
+            summary = {**epoch_row, "folder": str(self.folder)}
+        return summary
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Train a policy as ``config`` says (continuing ``config.out`` with ``resume``); returns the last epoch's summary."""
+    return Trainer(config, resume).run()

@@ -1,0 +1,174 @@
+"""Optical flow with RAFT (Teed & Deng, ECCV 2020) through torchvision.
+
+``RAFTFlow`` wraps ``torchvision.models.optical_flow.raft_small`` with the
+project's shared weights (princeton-vl RAFT-small, FlyingChairs+Things) and
+takes frames in the project's convention: (N,3,H,W) RGB in [0,1], any size.
+Flows follow ``rewards.warp``'s convention: (N,2,H,W) pixels, ch0 = x right,
+ch1 = y down, ``flow_fwd[i]`` = frame i -> i+1, ``flow_bwd[i]`` = i+1 -> i.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.optical_flow import raft_large, raft_small
+
+from pipeline import weights
+from rewards.warp import occlusion_mask, resize_flow
+
+RAFT_MIN_SIZE = 128  # torchvision's RAFT needs both sides >= 128 px
+RAFT_MULTIPLE = 8  # and both sides divisible by 8
+RAFT_WEIGHTS = {"small": ("raft_small", raft_small), "large": ("raft_large", raft_large)}
+
+
+@dataclass(frozen=True)
+class RAFTConfig:
+    """``size``: "small" or "large"; ``iterations``: recurrent flow updates."""
+
+    size: str = "small"
+    iterations: int = 12
+
+
+class RAFTFlow(nn.Module):
+    """Frozen RAFT: ``forward(img1, img2)`` -> flow from img1 to img2 (N,2,H,W), no gradients.
+
+    Inputs (N,3,H,W) in [0,1] are mapped to [-1,1] inside. Frames with a side
+    under 128 px are upsampled for RAFT (and the flow scaled back down);
+    sides are replicate-padded to multiples of 8 and the flow cropped back.
+    ``size="large"`` loads torchvision's RAFT-large (C_T_SKHT_V2) through the
+    weight lookup: from ``VSTYLE_WEIGHTS``, the cache, or a download (no offline
+    copy ships with the project).
+    """
+
+    def __init__(
+        self, size: str = "small", iterations: int = 12, weights_path: str | os.PathLike | None = None
+    ) -> None:
+        super().__init__()
+        if size not in RAFT_WEIGHTS:
+            raise ValueError(f"unknown RAFT size {size!r}; choose one of {', '.join(RAFT_WEIGHTS)}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.config = RAFTConfig(size, iterations)
+        weight_name, builder = RAFT_WEIGHTS[size]
+        self.raft = builder(weights=None, progress=False)
+        self.raft.load_state_dict(weights.load_state_dict(weight_name, weights_path), strict=True)
+        self.raft.requires_grad_(False)
+        self.raft.eval()
+
+    def train(self, mode: bool = True) -> RAFTFlow:
+        """RAFT stays in eval mode (frozen BatchNorm statistics in RAFT-large)."""
+        super().train(mode)
+        self.raft.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, img1: Tensor, img2: Tensor) -> Tensor:
+        """Flow (N,2,H,W) from ``img1`` to ``img2`` (each (N,3,H,W) in [0,1]), on img1's device."""
+        if img1.dim() != 4 or img1.shape[1] != 3 or img1.shape != img2.shape:
+            raise ValueError(
+                "img1 and img2 must both be (N,3,H,W) of the same shape, "
+                f"got {tuple(img1.shape)} and {tuple(img2.shape)}"
+            )
+        param = next(self.raft.parameters())
+        height, width = img1.shape[-2:]
+        scale = max(1.0, RAFT_MIN_SIZE / min(height, width))
+        run_h, run_w = math.ceil(height * scale), math.ceil(width * scale)
+        pad_h, pad_w = -run_h % RAFT_MULTIPLE, -run_w % RAFT_MULTIPLE
+
+        def prepare(image: Tensor) -> Tensor:
+            image = image.to(device=param.device, dtype=param.dtype) * 2.0 - 1.0
+            if (run_h, run_w) != (height, width):
+                image = F.interpolate(image, size=(run_h, run_w), mode="bilinear", align_corners=False)
+            return F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+
+        flow = self.raft(prepare(img1), prepare(img2), num_flow_updates=self.config.iterations)[-1]
+        flow = resize_flow(flow[..., :run_h, :run_w], (height, width))
+        return flow.to(img1.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_model(device: str) -> RAFTFlow:
+    return RAFTFlow().to(device)
+
+
+def default_flow_model(device: str | torch.device = "cpu") -> RAFTFlow:
+    """The shared RAFT-small on ``device``, loaded once per process and device."""
+    return _cached_model(str(torch.device(device)))
+
+
+@dataclass
+class ClipFlows:
+    """Flows and reliability masks of a clip of T frames (T-1 consecutive pairs).
+
+    flow_fwd[i] (T-1,2,H,W): frame i -> i+1; flow_bwd[i]: frame i+1 -> i.
+    mask_fwd[i] (T-1,1,H,W): 1 where pixels of frame i are reliable under flow_fwd[i];
+    mask_bwd[i]: 1 where pixels of frame i+1 are reliable under flow_bwd[i].
+    Indexing with an int or slice selects pairs (``flows[t-1:t]`` = pair t-1, t).
+    """
+
+    flow_fwd: Tensor
+    flow_bwd: Tensor
+    mask_fwd: Tensor
+    mask_bwd: Tensor
+
+    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.flow_fwd, self.flow_bwd, self.mask_fwd, self.mask_bwd
+
+    def __len__(self) -> int:
+        return self.flow_fwd.shape[0]
+
+    def __getitem__(self, index: int | slice) -> ClipFlows:
+        if isinstance(index, int):
+            return ClipFlows(*(t[index].unsqueeze(0) for t in self._tensors()))
+        return ClipFlows(*(t[index] for t in self._tensors()))
+
+    def to(self, device: str | torch.device) -> ClipFlows:
+        return ClipFlows(*(t.to(device) for t in self._tensors()))
+
+
+def _check_clip(frames: Tensor) -> None:
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must have shape (T,3,H,W), got {tuple(frames.shape)}")
+    if frames.shape[0] < 2:
+        raise ValueError(f"need at least 2 frames to estimate flow, got {frames.shape[0]}")
+
+
+def estimate_flows(frames: Tensor, model: RAFTFlow | None = None, batch_size: int = 8) -> tuple[Tensor, Tensor]:
+    """Forward and backward flows (each (T-1,2,H,W)) of ``frames`` (T,3,H,W) in [0,1].
+
+    ``batch_size`` consecutive frame pairs are processed per RAFT call, both
+    directions together (so a call sees 2 * batch_size image pairs); memory
+    is bounded by one chunk. ``model`` defaults to ``default_flow_model(frames.device)``.
+    """
+    _check_clip(frames)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = model if model is not None else default_flow_model(frames.device)
+    pairs = frames.shape[0] - 1
+    forward, backward = [], []
+    for start in range(0, pairs, batch_size):
+        stop = min(start + batch_size, pairs)
+        first, second = frames[start:stop], frames[start + 1 : stop + 1]
+        flow = model(torch.cat((first, second)), torch.cat((second, first)))
+        forward.append(flow[: stop - start])
+        backward.append(flow[stop - start :])
+    return torch.cat(forward), torch.cat(backward)
+
+
+def flows_and_masks(
+    frames: Tensor, model: RAFTFlow | None = None, motion_boundaries: bool = False, batch_size: int = 8
+) -> ClipFlows:
+    """Flows of ``frames`` (T,3,H,W) in [0,1] and their forward-backward occlusion masks."""
+    flow_fwd, flow_bwd = estimate_flows(frames, model, batch_size)
+    return ClipFlows(
+        flow_fwd,
+        flow_bwd,
+        occlusion_mask(flow_fwd, flow_bwd, motion_boundaries),
+        occlusion_mask(flow_bwd, flow_fwd, motion_boundaries),
+    )

@@ -1,0 +1,79 @@
+"""Frozen VGG16 feature extractor (ImageNet weights) returning named ReLU activations.
+
+The network is torchvision's ``vgg16().features`` (Simonyan & Zisserman 2015),
+built with ``torchvision.models.vgg.make_layers(cfgs["D"])`` (the same layers,
+without allocating the unused classifier) and loaded ``strict=True`` from the
+project's ``vgg16_features`` weights (torchvision IMAGENET1K_V1). It is cut
+after the deepest requested layer. Parameters are frozen and the module stays
+in eval mode, but it is differentiable with respect to its input: style and
+perceptual losses backpropagate through it into pixels or latents.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.vgg import cfgs, make_layers
+
+from pipeline.weights import load_state_dict
+
+# Index of each ReLU in torchvision's vgg16().features.
+VGG16_RELU_INDICES: dict[str, int] = {
+    "relu1_1": 1, "relu1_2": 3,
+    "relu2_1": 6, "relu2_2": 8,
+    "relu3_1": 11, "relu3_2": 13, "relu3_3": 15,
+    "relu4_1": 18, "relu4_2": 20, "relu4_3": 22,
+    "relu5_1": 25, "relu5_2": 27, "relu5_3": 29,
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGG16Features(nn.Module):
+    """Named VGG16 ReLU activations of images (N,3,H,W) in [0,1].
+
+    ``layers``: names from ``VGG16_RELU_INDICES`` (``relu1_1`` ... ``relu5_3``).
+    ``weights_path``: explicit ``vgg16_features.pth``; by default the project's
+    weight lookup (``pipeline.weights``) finds it.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        weights_path: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers, str) or len(layers) == 0:
+            raise ValueError(f"layers must be a non-empty sequence of VGG16 ReLU names, got {layers!r}")
+        unknown = [name for name in layers if name not in VGG16_RELU_INDICES]
+        if unknown:
+            raise ValueError(f"unknown VGG16 layer(s) {unknown}; known: {', '.join(VGG16_RELU_INDICES)}")
+        self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
+        features = make_layers(cfgs["D"])
+        features.load_state_dict(load_state_dict("vgg16_features", weights_path), strict=True)
+        deepest = max(VGG16_RELU_INDICES[name] for name in self.layers)
+        self.features = features[: deepest + 1]
+        self._index_to_name = {VGG16_RELU_INDICES[name]: name for name in self.layers}
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGG16Features:
+        """Stay in eval mode: the extractor is frozen whatever its parent does."""
+        return super().train(False)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """``{layer: (N,C_l,H_l,W_l)}`` for ``images`` (N,3,H,W) in [0,1], in ``self.layers`` order."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"VGG16Features expects images (N,3,H,W), got {tuple(images.shape)}")
+        x = (images - self.mean) / self.std
+        found: dict[str, Tensor] = {}
+        for index, module in enumerate(self.features):
+            x = module(x)
+            if index in self._index_to_name:
+                found[self._index_to_name[index]] = x
+        return {name: found[name] for name in self.layers}

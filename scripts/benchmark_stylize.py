@@ -1,0 +1,136 @@
+"""Benchmark of the frame-by-frame stylization path (latent-wct + taef2).
+
+Prints, measured side by side in one run on this machine:
+  1. end-to-end frames/s (read, resize, encode, WCT, decode, write) against the
+     codec's encode+decode alone, and their ratio;
+  2. peak resident memory stylizing a 240-frame clip against a 48-frame clip
+     (each in a fresh process), and their ratio;
+  3. the warping error of the frame-by-frame baseline next to the content's
+     own on the test clips: the flicker a policy has to remove.
+
+    python scripts/benchmark_stylize.py [--size 256] [--skip-memory] [--skip-flicker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.codecs import load_codec  # noqa: E402
+from pipeline.images import load_image, resize_to_width  # noqa: E402
+from pipeline.profiling import device_label, peak_rss_mib, print_table, seconds_per_call  # noqa: E402
+from pipeline.stylize import StylizationPipeline  # noqa: E402
+from pipeline.stylizers.latent_wct import LatentWCT  # noqa: E402
+from pipeline.video_io import read_video, write_video  # noqa: E402
+from rewards.temporal import warping_error  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+TEST_CLIPS = ("wolf.mp4", "sintel_mountain_2", "sintel_alley")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", default=str(DATA / "videos" / "test" / "wolf.mp4"), help="clip for the speed test")
+    parser.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"), help="style image")
+    parser.add_argument("--size", type=int, default=256, help="frame width (default 256)")
+    parser.add_argument("--long", type=int, default=240, help="frames of the long clip in the memory test")
+    parser.add_argument("--short", type=int, default=48, help="frames of the short clip in the memory test")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the memory test")
+    parser.add_argument("--skip-flicker", action="store_true", help="skip the warping-error report")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def speed(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    codec = load_codec("taef2")
+    style = load_image(args.style)
+    frames, _ = read_video(args.video)
+    frames = resize_to_width(frames, args.size)
+
+    def codec_only() -> None:
+        with torch.no_grad():
+            codec.decode(codec.encode(frames))
+
+    codec_fps = frames.shape[0] / seconds_per_call(codec_only, repeats=2)
+    pipe = StylizationPipeline(LatentWCT(codec))
+
+    def end_to_end() -> None:
+        pipe.stylize_video(args.video, style, workdir / "speed.mp4", size=args.size, overwrite=True, progress=False)
+
+    e2e_fps = frames.shape[0] / seconds_per_call(end_to_end, repeats=2)
+    return {"codec_fps": codec_fps, "e2e_fps": e2e_fps, "ratio": e2e_fps / codec_fps, "frames": frames.shape[0]}
+
+
+def memory_child(video: str, style_path: str, size: int) -> None:
+    """Stylize ``video`` in this process and print its peak memory as JSON."""
+    pipe = StylizationPipeline(LatentWCT(load_codec("taef2")))
+    out = Path(tempfile.mkdtemp()) / "out.mp4"
+    start = time.perf_counter()
+    pipe.stylize_video(video, load_image(style_path), out, size=size, progress=False)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "seconds": time.perf_counter() - start}))
+
+
+def memory(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
+    frames, fps = read_video(args.video)
+    frames = resize_to_width(frames, args.size)
+    rows = []
+    for length in (args.short, args.long):
+        clip = frames[torch.arange(length) % frames.shape[0]]
+        path = workdir / f"clip{length}.mp4"
+        write_video(path, clip, fps)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(path), "--style", args.style, "--size", str(args.size)],
+            capture_output=True, text=True, check=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append({"frames": length, "peak_rss_mib": result["peak_rss_mib"], "seconds": result["seconds"]})
+    return rows
+
+
+def flicker(args: argparse.Namespace) -> list[dict[str, object]]:
+    style = load_image(args.style)
+    pipe = StylizationPipeline(LatentWCT(load_codec("taef2")))
+    rows = []
+    for name in TEST_CLIPS:
+        content, _ = read_video(DATA / "videos" / "test" / name)
+        content = resize_to_width(content, args.size)
+        stylized = pipe.stylize_clip(content, style).result
+        own = warping_error(content, content).mean
+        baseline = warping_error(stylized, content).mean
+        rows.append({"clip": name, "frames": content.shape[0], "content_E": own, "baseline_E": baseline,
+                     "ratio": baseline / own})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child, args.style, args.size)
+        return
+    print(f"device: {device_label()}; width {args.size} px")
+    with tempfile.TemporaryDirectory() as tmp:
+        s = speed(args, Path(tmp))
+        print_table([{"codec encode+decode fps": s["codec_fps"], "end-to-end fps": s["e2e_fps"],
+                      "end-to-end / codec": s["ratio"], "frames": s["frames"]}],
+                    "1. speed (latent-wct + taef2, end to end includes read/write)")
+        if not args.skip_memory:
+            rows = memory(args, Path(tmp))
+            print_table(rows, "2. peak memory (fresh process each)")
+            print(f"ratio {args.long}/{args.short} frames: {rows[1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}")
+    if not args.skip_flicker:
+        print_table(flicker(args), "3. warping error (Lai et al.), starry_night, frame-by-frame baseline vs content")
+
+
+if __name__ == "__main__":
+    main()
