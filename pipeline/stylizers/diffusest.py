@@ -29,9 +29,10 @@ into up_blocks 1-2 ResBlocks and the self-attention of up_blocks 1 (layers 1,
 reference, PnP's own defaults are features on up_blocks.1.resnets.1 over the
 first 80% and queries/keys over the first 50% of the steps.
 
-Each frame is stylized on its own: the output depends only on that frame, the
-style image and the settings (deterministic DDIM, eta = 0 by default; with
-eta > 0 the noise generator is re-seeded with ``seed`` for every frame).
+Each frame is encoded and stylized on its own, so its latent depends only on
+that frame, the style image and the settings, not on the batch it came in
+(deterministic DDIM, eta = 0 by default; with eta > 0 the noise generator is
+re-seeded with ``seed`` for every frame).
 """
 
 from __future__ import annotations
@@ -331,10 +332,9 @@ class DiffuseSTStylizer(Stylizer):
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"frames must be (N,3,H,W), got {tuple(frames.shape)}")
         with torch.no_grad():
-            latents = self.codec.encode(frames)
             style = self._style_trajectory(style_state, tuple(frames.shape[-2:]))
-            outputs = [self._stylize_latent(latent.to(self.device), style, style_state.cond)
-                       for latent in tqdm(latents.split(1), desc="diffusest", unit="frame", leave=False)]
+            outputs = [self._stylize_latent(self.codec.encode(frame).to(self.device), style, style_state.cond)
+                       for frame in tqdm(frames.split(1), desc="diffusest", unit="frame", leave=False)]
         return torch.cat(outputs).to(frames.device, frames.dtype)
 
     def _style_trajectory(self, style: DiffuseSTStyle, size: tuple[int, int]) -> dict[int, Tensor]:

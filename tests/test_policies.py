@@ -1,0 +1,152 @@
+"""Policies: interface, save/load, references, observations, the rollout used by the pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.codecs import load_codec
+from pipeline.images import resize_to_width
+from pipeline.stylizers.latent_wct import LatentWCT
+from pipeline.video_io import read_video
+from pipeline.images import load_image
+from policies.base import load_policy, make_algorithm
+from policies.observations import build_observation, latent_flows, observation_channels
+from policies.references import FlowBlendConfig, FlowBlendPolicy, IdentityConfig, IdentityPolicy
+from policies.reinforce import ReinforcePolicy, ReinforcePolicyConfig
+from policies.rollout import apply_policy, apply_policy_to_chunk
+from rewards.flow import default_flow_model, flows_and_masks
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir):
+    """Six real frames (64 px wide), their latent-WCT baseline latents and content flows."""
+    codec = load_codec("taef2")
+    frames = resize_to_width(read_video(data_dir / "videos/train/juggle.mp4", max_frames=6)[0], 64)
+    style = load_image(data_dir / "styles/starry_night.jpg")
+    with torch.no_grad():
+        latents = LatentWCT(codec).stylize(frames, style)
+    pixel = flows_and_masks(frames, default_flow_model())
+    return {
+        "frames": frames,
+        "latents": latents,
+        "flows": latent_flows(pixel.flow_bwd, pixel.mask_bwd, tuple(latents.shape[-2:])),  # T-1 entries
+    }
+
+
+def _policy(kind: str, gate: float = 0.0) -> ReinforcePolicy:
+    policy = make_algorithm("reinforce", kind, 32).policy
+    with torch.no_grad():
+        policy.gate.fill_(gate)
+    return policy.eval()
+
+
+def test_observation_channels():
+    assert observation_channels("pair", 32) == 64
+    assert observation_channels("flow", 4) == 13
+    with pytest.raises(ValueError, match="unknown observation kind 'optical'"):
+        observation_channels("optical", 32)
+
+
+@pytest.mark.parametrize("kind", ["pair", "flow"])
+def test_untrained_policy_reproduces_the_baseline(clip, kind):
+    latents = clip["latents"]
+    policy = _policy(kind)
+    refined, _ = apply_policy(policy, latents, clip["flows"] if kind == "flow" else None)
+    assert torch.equal(refined, latents)
+    obs = build_observation(kind, latents[1:2], latents[:1], latents[:1], clip["flows"].flow[:1], clip["flows"].mask[:1])
+    sample = policy.act(obs, deterministic=False)
+    assert sample.shape == latents[:1].shape
+    assert sample.std().item() == pytest.approx(policy.log_sigma.exp().item(), rel=0.2)  # pure exploration noise
+
+
+def test_identity_and_flow_blend(clip):
+    latents, flows = clip["latents"], clip["flows"]
+    identity = IdentityPolicy(IdentityConfig(32))
+    assert torch.equal(apply_policy(identity, latents)[0], latents)
+    assert torch.equal(apply_policy(FlowBlendPolicy(FlowBlendConfig(32, factor=0.0)), latents, flows)[0], latents)
+
+    # factor 1: each reliable cell takes the warped previous output; check frame 1 by hand
+    refined, _ = apply_policy(FlowBlendPolicy(FlowBlendConfig(32, factor=1.0)), latents, flows)
+    obs = build_observation("flow", latents[1:2], None, refined[:1], flows.flow[:1], flows.mask[:1])
+    current, warped, mask = obs[:, :32], obs[:, 32:64], obs[:, 64:65]
+    assert torch.allclose(refined[1:2], current + mask * (warped - current), atol=1e-6)
+    assert mask.mean() > 0.5  # slow juggling clip: most cells are reliable
+    assert not torch.equal(refined[1:], latents[1:])
+    with pytest.raises(ValueError, match="factor"):
+        FlowBlendConfig(32, factor=1.5)
+    with pytest.raises(ValueError, match="expects observations"):
+        FlowBlendPolicy(FlowBlendConfig(32)).act(torch.zeros(1, 64, 5, 8))
+
+
+@pytest.mark.parametrize("kind", ["pair", "flow"])
+def test_rollout_in_chunks_equals_one_pass(clip, kind):
+    latents, flows = clip["latents"], clip["flows"]
+    policy = _policy(kind, gate=0.5)
+    whole, _ = apply_policy(policy, latents, flows)
+    first, state = apply_policy(policy, latents[:2], flows[:1])  # video start: T-1 flows
+    second, _ = apply_policy(policy, latents[2:], flows[1:], state)  # continuing chunk: one flow per frame
+    assert not torch.allclose(whole, latents)
+    assert torch.allclose(torch.cat([first, second]), whole, atol=1e-6)
+
+    # the pipeline's entry point estimates the flows itself, across the chunk boundary too
+    frames = clip["frames"]
+    pipe_whole, _ = apply_policy_to_chunk(policy, latents, frames)
+    a, state = apply_policy_to_chunk(policy, latents[:3], frames[:3])
+    b, _ = apply_policy_to_chunk(policy, latents[3:], frames[3:], state)
+    assert torch.allclose(pipe_whole, whole, atol=1e-4)
+    assert torch.allclose(torch.cat([a, b]), pipe_whole, atol=1e-4)
+
+
+def test_rollout_rejects_bad_input(clip):
+    latents, flows = clip["latents"], clip["flows"]
+    with pytest.raises(ValueError, match=r"must be \(t,32,h,w\)"):
+        apply_policy(_policy("pair"), latents[:, :4])
+    with pytest.raises(ValueError, match="needs latent_flows"):
+        apply_policy(_policy("flow"), latents)
+    with pytest.raises(ValueError, match="got 2 latent flows for 6 frames"):
+        apply_policy(_policy("flow"), latents, flows[:2])
+
+
+def test_save_and_load(tmp_path, clip):
+    latents = clip["latents"]
+    policy = _policy("flow", gate=0.7)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = policy.save(tmp_path / "run" / "policy_last.safetensors")
+    assert not list(path.parent.glob("*.tmp*"))  # written atomically
+    loaded = load_policy(path)
+    assert isinstance(loaded, ReinforcePolicy) and loaded.config == policy.config and not loaded.training
+    assert torch.equal(apply_policy(loaded, latents, clip["flows"])[0], apply_policy(policy, latents, clip["flows"])[0])
+
+    FlowBlendPolicy(FlowBlendConfig(32, factor=0.3)).save(tmp_path / "run" / "policy_best.safetensors")
+    best = load_policy(tmp_path / "run")  # a run folder resolves to its best policy, else its last
+    assert isinstance(best, FlowBlendPolicy) and best.config.factor == 0.3
+
+    ReinforcePolicy(ReinforcePolicyConfig(4, "pair", hidden=8)).save(tmp_path / "small.safetensors")
+    assert load_policy(tmp_path / "small.safetensors").config.hidden == 8
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_policy(tmp_path / "nope.safetensors")
+    with pytest.raises(FileNotFoundError, match="holds no policy file"):
+        load_policy(tmp_path)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a policy")
+    with pytest.raises(ValueError, match="not a policy file"):
+        load_policy(tmp_path / "junk.safetensors")
+
+
+def test_make_algorithm_errors():
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'; choose one of reinforce, sac"):
+        make_algorithm("ppo", "flow", 32)
+    with pytest.raises(TypeError, match="unknown REINFORCE option"):
+        make_algorithm("reinforce", "flow", 32, learning_rate=1.0)
+    with pytest.raises(ValueError, match="unknown observation kind"):
+        make_algorithm("reinforce", "optical", 32)
+    try:
+        import policies.sac  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ValueError, match="algorithm 'sac' is not available"):
+            make_algorithm("sac", "flow", 32)
