@@ -9,6 +9,7 @@ Components are passed in, as in a diffusers pipeline.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,32 +114,56 @@ class StylizationPipeline:
     ) -> dict[str, Any]:
         """Stylize the video (file or frame folder) at ``video_path`` into an mp4 at ``out_path``.
 
-        size: output width in pixels (height keeps the aspect ratio); default the
-        input's width up to 512. The video is processed at the nearest size
-        whose sides are multiples of 8 and written at the requested size, with
-        the input's fps. side_by_side writes input | baseline | result.
-        Returns a summary (frames, fps, sizes).
+        See ``stream_video`` for ``size``, ``overwrite``, ``max_frames``;
+        ``side_by_side`` writes input | baseline | result.
         """
-        info = video_info(video_path)
-        width = working_width(info.width, size)
-        out_height = max(1, round(info.height * width / info.width))
-        total = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
         state = None
-        with VideoWriter(out_path, info.fps, overwrite=overwrite) as writer, tqdm(
-            total=total, unit="frame", desc="stylizing", disable=not progress
-        ) as bar:
-            for chunk in iter_video_chunks(video_path, self.chunk_size, max_frames=max_frames):
-                work = resize_to_width(chunk, width)
-                clip, state = self.stylize_chunk(work, style_image, state)
-                panels = [clip.result]
-                if side_by_side:
-                    panels = [work, clip.baseline, clip.result]
-                writer.write(torch.cat([restore_size(p, (out_height, width)) for p in panels], dim=3))
-                bar.update(chunk.shape[0])
-        return {
-            "frames": total,
-            "fps": info.fps,
-            "input_size": (info.height, info.width),
-            "output_size": (out_height, width * (3 if side_by_side else 1)),
-            "working_size": tuple(work.shape[-2:]),
-        }
+
+        def process(frames: Tensor) -> list[Tensor]:
+            nonlocal state
+            clip, state = self.stylize_chunk(frames, style_image, state)
+            return [frames, clip.baseline, clip.result] if side_by_side else [clip.result]
+
+        return stream_video(video_path, out_path, process, size=size, overwrite=overwrite, max_frames=max_frames,
+                            chunk_size=self.chunk_size, progress=progress)
+
+
+def stream_video(
+    video_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    process: Callable[[Tensor], list[Tensor]],
+    size: int | None = None,
+    overwrite: bool = False,
+    max_frames: int | None = None,
+    chunk_size: int = 16,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Read a video chunk by chunk, stylize each chunk with ``process``, write an mp4 atomically.
+
+    ``process(frames (t,3,H,W)) -> panels``: frames at the working size (width
+    ``size``, else the input's up to 512, sides multiples of 8) in, one or more
+    (t,3,H,W) panels out, written side by side. Panels are resized to the
+    output size (the working width, the input's aspect ratio); the output
+    keeps the input's fps. Memory is bounded by ``chunk_size``. Returns a
+    summary (frames, fps, sizes).
+    """
+    info = video_info(video_path)
+    width = working_width(info.width, size)
+    out_height = max(1, round(info.height * width / info.width))
+    total = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
+    panels: list[Tensor] = []
+    with VideoWriter(out_path, info.fps, overwrite=overwrite) as writer, tqdm(
+        total=total, unit="frame", desc="stylizing", disable=not progress
+    ) as bar:
+        for chunk in iter_video_chunks(video_path, chunk_size, max_frames=max_frames):
+            work = resize_to_width(chunk, width)
+            panels = process(work)
+            writer.write(torch.cat([restore_size(p, (out_height, width)) for p in panels], dim=3))
+            bar.update(chunk.shape[0])
+    return {
+        "frames": total,
+        "fps": info.fps,
+        "input_size": (info.height, info.width),
+        "output_size": (out_height, width * len(panels)),
+        "working_size": tuple(work.shape[-2:]),
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -129,7 +129,7 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         with safe_open(str(file), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as error:  # safetensors raises its own error types
+    except (SafetensorError, OSError) as error:
         raise ValueError(f"{file} is not a policy file written by Policy.save ({error})") from error
     if "kind" not in metadata or "config" not in metadata:
         raise ValueError(f"{file} has no policy metadata (kind/config); was it written by Policy.save?")
@@ -153,9 +153,12 @@ class Algorithm(Protocol):
       use torch's global generator (the loop seeds it per epoch and process).
     - ``state_dict()``/``load_state_dict()``: networks, optimisers, counters:
       everything needed to resume.
+    - ``to(device)``: move every network (called once, before training or resuming); returns self.
     """
 
     policy: Policy
+
+    def to(self, device: torch.device | str) -> Algorithm: ...
 
     def train_episode(self, env: Any) -> list[dict[str, float]]: ...
 

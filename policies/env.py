@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from policies.observations import LatentFlows, latent_flows, observation_channels
+from policies.flow_cache import FlowCache
+from policies.observations import (
+    LatentFlows, check_flow_warp, latent_flows, observation_channels, pixel_warped_latent,
+)
 from policies.rollout import RolloutState, advance, observe
 from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, flows_and_masks
-from rewards.reward import RewardScales, RewardTerms, StyleContentTemporalReward
+from rewards.reward import TERM_NAMES, RewardScales, RewardTerms, StyleContentTemporalReward
 from rewards.warp import backward_warp
 
 
@@ -70,7 +73,7 @@ def _pad_first(flows: LatentFlows) -> LatentFlows:
 
 
 def _concat_terms(parts: list[RewardTerms]) -> RewardTerms:
-    return RewardTerms(*(torch.cat([getattr(p, name) for p in parts]) for name in ("total", "style", "content", "temporal")))
+    return RewardTerms(*(torch.cat([getattr(p, name) for p in parts]) for name in ("total", *TERM_NAMES)))
 
 
 def score_frames(
@@ -83,7 +86,8 @@ def score_frames(
     """
     if prev_stylized is None:
         return reward(stylized, content)
-    assert flows is not None
+    if flows is None:
+        raise ValueError("scoring against previous frames needs their content flows")
     warped = backward_warp(prev_stylized, flows.flow_bwd)
     return reward(stylized, content, warped, flows.mask_bwd)
 
@@ -93,20 +97,22 @@ def prepare_clip(
     frames: Tensor,
     style_image: Tensor,
     stylizer,
-    cache=None,
+    cache,
     flow_model: RAFTFlow | None = None,
     reward: StyleContentTemporalReward | None = None,
     name: str = "clip",
+    flow_cache: FlowCache | None = None,
 ) -> ClipData:
     """Build the ``ClipData`` of ``frames`` (T,3,H,W) in [0,1] (T >= 2, sides multiples of 8).
 
     ``stylizer``: a ``pipeline.stylizers.base.Stylizer`` (its codec decodes);
     ``cache``: a ``pipeline.cache.LatentCache`` or None (stylize without caching);
-    ``flow_model``: RAFT (default the shared RAFT-small); ``reward``: the
-    style's reward module (required). Tensors live on the codec's device.
+    ``flow_model``: RAFT or None (the shared RAFT-small); ``reward``: the
+    style's reward module, whose ``scales`` are set to the clip's; ``flow_cache``: reuse flows computed
+    by earlier runs (``policies.flow_cache.FlowCache``). Tensors live on the codec's device.
     """
     if reward is None:
-        raise ValueError("prepare_clip needs the reward module (StyleContentTemporalReward) of the style")
+        raise TypeError("prepare_clip() needs the style's reward module (reward=...)")
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be (T,3,H,W), got {tuple(frames.shape)}")
     if frames.shape[0] < 2:
@@ -119,7 +125,8 @@ def prepare_clip(
         latents = stylizer.stylize(frames.to(device), style_image.to(device))
     latents = latents.to(device)
     frames = frames.to(device)
-    flows = flows_and_masks(frames, flow_model if flow_model is not None else default_flow_model(device))
+    flow_model = flow_model if flow_model is not None else default_flow_model(device)
+    flows = flow_cache.flows(frames, flow_model) if flow_cache is not None else flows_and_masks(frames, flow_model)
     small = _pad_first(latent_flows(flows.flow_bwd, flows.mask_bwd, tuple(latents.shape[-2:])))
     baseline_frames = codec.decode(latents)
 
@@ -145,9 +152,13 @@ class StepResult:
     latent: Tensor = field(repr=False)
     frame: Tensor = field(repr=False)
 
+    baseline_terms: dict[str, float] = field(default_factory=dict)
+
     def scalars(self) -> dict[str, float]:
-        """Loggable scalars: reward, baseline_reward, advantage and the raw terms."""
-        return {"reward": self.reward, "baseline_reward": self.baseline_reward, "advantage": self.advantage, **self.terms}
+        """Loggable scalars: reward, baseline_reward, advantage, the raw terms and the baseline's (``baseline_<term>``)."""
+        baseline = {f"baseline_{k}": v for k, v in self.baseline_terms.items()}
+        return {"reward": self.reward, "baseline_reward": self.baseline_reward, "advantage": self.advantage,
+                **self.terms, **baseline}
 
 
 class LatentStyleEnv:
@@ -158,9 +169,14 @@ class LatentStyleEnv:
     True and the returned observation is zeros (there is no next frame).
     ``render``/``score`` are the same decode and reward, differentiable, for
     algorithms that backpropagate through the reward.
+    ``flow_warp``: how the ``flow`` observation warps the previous output
+    (``latent`` or ``pixel``, ``policies.observations``); ``adopt(policy)``
+    takes the policy's own setting (``run_episode`` and REINFORCE call it).
     """
 
-    def __init__(self, clip: ClipData, codec, reward: StyleContentTemporalReward, observation: str) -> None:
+    def __init__(
+        self, clip: ClipData, codec, reward: StyleContentTemporalReward, observation: str, flow_warp: str = "latent"
+    ) -> None:
         if clip.latent_channels != codec.latent_channels:
             raise ValueError(f"clip latents have {clip.latent_channels} channels, the codec {codec.latent_channels}")
         self.clip = clip
@@ -168,6 +184,7 @@ class LatentStyleEnv:
         self.reward = reward
         self.observation = observation
         self.observation_channels = observation_channels(observation, clip.latent_channels)
+        self.flow_warp = check_flow_warp(flow_warp)
         self.t = 0
         self._state = RolloutState()
         self._prev_frame: Tensor | None = None
@@ -176,9 +193,22 @@ class LatentStyleEnv:
     def num_frames(self) -> int:
         return self.clip.num_frames
 
+    def adopt(self, policy) -> LatentStyleEnv:
+        """Use ``policy``'s ``flow_warp`` (from its config) when it has one; call before ``reset``."""
+        flow_warp = getattr(getattr(policy, "config", None), "flow_warp", None)
+        if flow_warp is not None:
+            self.flow_warp = check_flow_warp(flow_warp)
+        return self
+
     def _observe(self) -> Tensor:
         t = self.t
-        return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state, self.clip.latent_flows[t : t + 1])
+        warped = None
+        if self.observation == "flow" and self.flow_warp == "pixel" and t > 0 and self._prev_frame is not None:
+            with torch.no_grad():
+                warped = pixel_warped_latent(self.codec, self._prev_frame, self.clip.flows.flow_bwd[t - 1 : t],
+                                             self._state.prev_output)
+        return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state,
+                       self.clip.latent_flows[t : t + 1], warped)
 
     def reset(self) -> Tensor:
         """Start the clip: the observation (1,Cobs,h,w) of frame 0."""
@@ -222,10 +252,11 @@ class LatentStyleEnv:
             reward=reward,
             baseline_reward=baseline,
             advantage=reward - baseline,
-            terms={name: getattr(terms, name).item() for name in ("style", "content", "temporal")},
+            terms={name: getattr(terms, name).item() for name in TERM_NAMES},
             done=done,
             latent=latent,
             frame=frame,
+            baseline_terms={name: getattr(self.clip.baseline_terms, name)[t].item() for name in TERM_NAMES},
         )
         if done:
             c, h, w = self.clip.baseline_latents.shape[1:]
@@ -236,6 +267,7 @@ class LatentStyleEnv:
 @torch.no_grad()
 def run_episode(env: LatentStyleEnv, policy, deterministic: bool = True) -> list[StepResult]:
     """Play one episode of ``policy`` (a ``policies.base.Policy``) on ``env`` without learning."""
+    env.adopt(policy)
     results, obs, done = [], env.reset(), False
     while not done:
         obs, result = env.step(policy.act(obs, deterministic=deterministic))

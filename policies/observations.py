@@ -9,6 +9,18 @@
   pixels of frame t under each latent cell. At the first frame (no previous
   output) W_0 = L_0 and M_0 = 0.
 
+The warped previous output W_t of the ``flow`` observation is built in one of
+two ways (``FLOW_WARPS``), chosen by the policy (``flow_warp`` of its config):
+- ``latent`` (default): the previous output latent warped at latent
+  resolution by the downsampled flow (cheap, but a 16x16 latent of a 128-px
+  frame warps coarsely);
+- ``pixel``: the previous decoded OUTPUT frame warped in pixel space by the
+  full-resolution content flow and re-encoded by the codec, plus the warped
+  codec round-trip residual of the previous output latent, so repeated
+  encode/decode does not wash out the style:
+  W_t = E(warp(S_{t-1}, f)) + warp_h(P_{t-1} - E(S_{t-1}), f_h)
+  (``pixel_warped_latent``; two encodes per step, same channels and shapes).
+
 Flows follow DESIGN.md: pixels, ch0 = x right, ch1 = y down; backward warp
 warp(x, f)(p) = x(p + f(p)) (``rewards.warp.backward_warp``).
 """
@@ -23,6 +35,15 @@ from torch import Tensor
 
 from policies.base import check_observation_kind
 from rewards.warp import backward_warp, resize_flow
+
+
+FLOW_WARPS = ("latent", "pixel")
+
+
+def check_flow_warp(flow_warp: str) -> str:
+    if flow_warp not in FLOW_WARPS:
+        raise ValueError(f"unknown flow_warp {flow_warp!r}; choose one of {', '.join(FLOW_WARPS)}")
+    return flow_warp
 
 
 def observation_channels(kind: str, latent_channels: int) -> int:
@@ -77,20 +98,51 @@ def pair_observation(baseline: Tensor, prev_baseline: Tensor | None) -> Tensor:
     return torch.cat([prev, baseline], dim=1)
 
 
-def flow_observation(baseline: Tensor, prev_output: Tensor | None, flow: Tensor | None, mask: Tensor | None) -> Tensor:
+def pixel_warped_latent(
+    codec, prev_frame: Tensor, pixel_flow: Tensor, prev_output: Tensor | None = None, round_trip: bool = True
+) -> Tensor:
+    """W_t of the ``pixel`` flow warp: (N,C,h,w).
+
+    ``prev_frame`` (N,3,H,W) the previous decoded output S_{t-1} in [0,1];
+    ``pixel_flow`` (N,2,H,W) the full-resolution content flow from frame t to
+    t-1; ``prev_output`` (N,C,h,w) the previous output latent P_{t-1}. With
+    ``round_trip`` (and ``prev_output``) the codec's round-trip residual
+    P_{t-1} - E(S_{t-1}) is warped at latent resolution and added back.
+    """
+    if prev_frame.shape[-2:] != pixel_flow.shape[-2:]:
+        raise ValueError(
+            f"previous frame {tuple(prev_frame.shape)} and pixel flow {tuple(pixel_flow.shape)} differ in size"
+        )
+    warped_frame = backward_warp(prev_frame, pixel_flow.to(prev_frame)).clamp(0, 1)
+    warped = codec.encode(warped_frame).to(prev_frame.dtype)
+    if round_trip and prev_output is not None:
+        residual = prev_output - codec.encode(prev_frame).to(prev_output)
+        warped = warped + backward_warp(residual, resize_flow(pixel_flow.to(residual), tuple(residual.shape[-2:])))
+    return warped
+
+
+def flow_observation(
+    baseline: Tensor, prev_output: Tensor | None, flow: Tensor | None, mask: Tensor | None, warped: Tensor | None = None
+) -> Tensor:
     """concat(L_t, W_t, M_t, L_t - W_t): (N,3C+1,h,w).
 
     ``baseline`` L_t (N,C,h,w); ``prev_output`` the previous refined latent
     (N,C,h,w) or None at the first frame; ``flow`` (N,2,h,w) latent flow from
     frame t to t-1 and ``mask`` (N,1,h,w), both needed when ``prev_output`` is given.
+    ``warped``: a precomputed W_t (N,C,h,w) (e.g. ``pixel_warped_latent``); then ``flow`` is not used.
     """
     if prev_output is None:
         warped = baseline
         mask = baseline.new_zeros(baseline.shape[0], 1, *baseline.shape[2:])
     else:
-        if flow is None or mask is None:
+        if (flow is None and warped is None) or mask is None:
             raise ValueError("the flow observation needs the flow to the previous frame and its mask")
-        warped = backward_warp(prev_output, flow)
+        if warped is None:
+            warped = backward_warp(prev_output, flow)
+        elif warped.shape != baseline.shape:
+            raise ValueError(
+                f"warped previous output {tuple(warped.shape)} must match the latent {tuple(baseline.shape)}"
+            )
     return torch.cat([baseline, warped, mask.to(baseline.dtype), baseline - warped], dim=1)
 
 
@@ -101,9 +153,10 @@ def build_observation(
     prev_output: Tensor | None = None,
     flow: Tensor | None = None,
     mask: Tensor | None = None,
+    warped: Tensor | None = None,
 ) -> Tensor:
     """Observation ``kind`` (``pair`` or ``flow``) for frame t; see the module docstring."""
     check_observation_kind(kind)
     if kind == "pair":
         return pair_observation(baseline, prev_baseline)
-    return flow_observation(baseline, prev_output, flow, mask)
+    return flow_observation(baseline, prev_output, flow, mask, warped)

@@ -11,9 +11,22 @@ instance-normalised features alone cannot express. A learnable scalar
 log-sigma gives the Gaussian pi(delta | obs) = N(mean, sigma^2 I); samples are
 reparameterised (mean + sigma * eps), the log-prob is summed over the latent.
 
+``head="blend"`` (``flow`` observations only) adds a structured flow term:
+mean = alpha(obs) * M_t * (W_t - L_t) + gate * residual(obs), with alpha a
+per-latent-cell map sigmoid(a(features) + b), the 1x1 conv a zero-initialised
+and the scalar b = logit(``init_alpha``) (learned at ``scalar_lr``), so the
+untrained policy is a flow-blend with factor ``init_alpha`` (default 0.02,
+near the baseline; 0.7 with ``flow_warp="pixel"`` starts at the best measured
+reference) and RL learns where and how much to pull toward the warped
+previous output.
+``flow_warp`` selects how W_t is built (``latent`` or ``pixel``,
+``policies.observations``); ``warp_codec`` names the codec that re-encodes
+the pixel warp at inference when the caller gives none.
+
 Update (``Reinforce.train_episode``): per transition, loss
 -(A_t - b) * log pi(delta_t | obs_t), with A_t = r_t(policy) - r_t(baseline)
-from the environment and b a running mean of A (variance reduction);
+from the environment and b a running mean of A (variance reduction; set by
+the first update, then an exponential moving average);
 gradients accumulated over ``accumulate`` transitions (and the end of an
 episode), averaged over processes, one Adam step. The reward is per frame and
 myopic, as in the paper (no return over later frames).
@@ -31,7 +44,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from policies.base import Policy, register_policy
-from policies.observations import observation_channels
+from policies.observations import check_flow_warp, observation_channels
 from policies.parallel import average_gradients, mean_over_processes
 
 
@@ -44,7 +57,23 @@ class ReinforcePolicyConfig:
     hidden: int = 64
     input_skip: bool = True
     init_gate: float = 0.0
-    init_log_sigma: float = math.log(0.1)
+    init_log_sigma: float = math.log(0.05)
+    head: str = "residual"
+    init_alpha: float = 0.02
+    flow_warp: str = "latent"
+    warp_codec: str = "taef2"
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown REINFORCE head {self.head!r}; choose one of {', '.join(HEADS)}")
+        if self.head == "blend" and self.observation != "flow":
+            raise ValueError("the blend head reads the 'flow' observation (mask and warped previous output)")
+        if not 0.0 < self.init_alpha < 1.0:
+            raise ValueError(f"init_alpha must be in (0,1), got {self.init_alpha}")
+        check_flow_warp(self.flow_warp)
+
+
+HEADS = ("residual", "blend")
 
 
 def conv_norm_relu(cin: int, cout: int) -> nn.Sequential:
@@ -82,6 +111,20 @@ class ReinforcePolicy(Policy):
         self.head = nn.Conv2d(config.hidden + (cobs if config.input_skip else 0), config.latent_channels, 1)
         self.gate = nn.Parameter(torch.tensor(float(config.init_gate)))
         self.log_sigma = nn.Parameter(torch.tensor(float(config.init_log_sigma)))
+        if config.head == "blend":
+            self.alpha_head = nn.Conv2d(self.head.in_channels, 1, 1)
+            nn.init.zeros_(self.alpha_head.weight)
+            nn.init.zeros_(self.alpha_head.bias)
+            self.alpha_bias = nn.Parameter(torch.tensor(math.log(config.init_alpha / (1 - config.init_alpha))))
+
+    def scalar_parameters(self) -> list[nn.Parameter]:
+        """The single-scalar parameters (gate, log-sigma, blend bias), trained at ``scalar_lr``."""
+        return [self.gate, self.log_sigma] + ([self.alpha_bias] if self.config.head == "blend" else [])
+
+    def alpha(self, obs: Tensor) -> Tensor:
+        """The blend head's per-cell factor (N,1,h,w) in (0,1)."""
+        features = torch.cat([self.features(obs), obs], dim=1) if self.config.input_skip else self.features(obs)
+        return torch.sigmoid(self.alpha_head(features) + self.alpha_bias)
 
     def mean(self, obs: Tensor) -> Tensor:
         """Mean residual (N,C,h,w) of observations (N,Cobs,h,w)."""
@@ -91,12 +134,18 @@ class ReinforcePolicy(Policy):
         features = self.features(obs)
         if self.config.input_skip:
             features = torch.cat([features, obs], dim=1)
-        return self.gate * self.head(features)
+        mean = self.gate * self.head(features)
+        if self.config.head == "blend":
+            c = self.latent_channels
+            mask, difference = obs[:, 2 * c : 2 * c + 1], obs[:, 2 * c + 1 :]  # M_t, L_t - W_t
+            alpha = torch.sigmoid(self.alpha_head(features) + self.alpha_bias)
+            mean = mean - alpha * mask * difference
+        return mean
 
     def distribution(self, obs: Tensor) -> Normal:
         """pi(. | obs): independent Gaussians N(mean, sigma^2) over the latent."""
         mean = self.mean(obs)
-        return Normal(mean, self.log_sigma.exp().expand_as(mean))
+        return Normal(mean, self.log_sigma.exp().expand_as(mean), validate_args=False)  # NaNs: see the guard
 
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         if deterministic:
@@ -111,7 +160,7 @@ class ReinforceConfig:
     update, running-baseline ``baseline_momentum``, gradient-norm clip ``max_grad_norm`` (0 = off)."""
 
     lr: float = 1e-4
-    scalar_lr: float = 1e-3
+    scalar_lr: float = 1e-2
     accumulate: int = 4
     baseline_momentum: float = 0.9
     max_grad_norm: float = 10.0
@@ -125,7 +174,7 @@ class Reinforce:
         self.config = config or ReinforceConfig()
         if self.config.accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {self.config.accumulate}")
-        scalars = [policy.gate, policy.log_sigma]
+        scalars = policy.scalar_parameters()
         network = [p for p in policy.parameters() if all(p is not s for s in scalars)]
         self.optimizer = torch.optim.Adam(
             [{"params": network, "lr": self.config.lr}, {"params": scalars, "lr": self.config.scalar_lr}]
@@ -140,10 +189,18 @@ class Reinforce:
         logs: list[dict[str, float]] = []
         pending: list[float] = []  # advantages of the transitions whose gradients are accumulated
         self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(env, "adopt"):
+            env.adopt(self.policy)
         obs, done = env.reset(), False
         while not done:
             dist = self.policy.distribution(obs)
             delta = dist.sample()  # = mean + sigma * eps, no gradient through the action itself
+            if not torch.isfinite(delta).all():
+                self.optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"the policy produced a non-finite residual at frame {env.t} of clip {env.clip.name}; "
+                    "the step was stopped and the policy left unchanged"
+                )
             obs, step = env.step(delta)
             done = step.done
             weight = step.advantage - self.running_baseline
@@ -152,7 +209,7 @@ class Reinforce:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise FloatingPointError(
                     f"non-finite {'reward' if not math.isfinite(step.advantage) else 'loss'} at frame {step.t} of clip "
-                    f"{getattr(env.clip, 'name', '?')} (advantage {step.advantage}, loss {loss.item()}); "
+                    f"{env.clip.name} (advantage {step.advantage}, loss {loss.item()}); "
                     "the step was stopped and the policy left unchanged"
                 )
             (loss / self.config.accumulate).backward()
@@ -181,9 +238,13 @@ class Reinforce:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         mean_advantage = mean_over_processes(sum(advantages) / len(advantages))
-        m = self.config.baseline_momentum
+        m = self.config.baseline_momentum if self.updates else 0.0  # the first update sets it
         self.running_baseline = m * self.running_baseline + (1 - m) * mean_advantage
         self.updates += 1
+
+    def to(self, device: torch.device | str) -> Reinforce:
+        self.policy.to(device)  # in place: the optimiser keeps its parameters
+        return self
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -204,7 +265,7 @@ class Reinforce:
 
 def make_algorithm(observation: str, latent_channels: int, **options: Any) -> Reinforce:
     """A ``Reinforce`` learner for a fresh ``ReinforcePolicy``; ``options`` are fields of
-    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma) or ``ReinforceConfig``."""
+    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma, head, init_alpha, flow_warp, warp_codec) or ``ReinforceConfig``."""
     policy_fields = {f.name for f in dataclasses.fields(ReinforcePolicyConfig)} - {"observation", "latent_channels"}
     learner_fields = {f.name for f in dataclasses.fields(ReinforceConfig)}
     unknown = set(options) - policy_fields - learner_fields

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from policies.base import Policy
-from policies.observations import LatentFlows, build_observation, latent_flows
+from policies.observations import LatentFlows, build_observation, check_flow_warp, latent_flows, pixel_warped_latent
 
 
 @dataclass
@@ -24,25 +24,49 @@ class RolloutState:
 
     ``prev_frame`` (1,3,H,W): the previous content frame, kept by
     ``apply_policy_to_chunk`` to estimate the flow across a chunk boundary.
+    ``prev_output_frame`` (1,3,H,W): the previous output decoded, kept for the
+    ``pixel`` flow warp (``policies.observations.pixel_warped_latent``).
     """
 
     prev_output: Tensor | None = None
     prev_baseline: Tensor | None = None
     prev_frame: Tensor | None = None
+    prev_output_frame: Tensor | None = None
 
 
-def observe(kind: str, baseline: Tensor, state: RolloutState, flows: LatentFlows | None) -> Tensor:
+def policy_flow_warp(policy: Policy, flow_warp: str | None = None) -> str:
+    """How ``policy`` builds W_t of the flow observation: ``flow_warp`` if given, else its config's (default latent)."""
+    return check_flow_warp(flow_warp or getattr(policy.config, "flow_warp", "latent"))
+
+
+_CODECS: dict[tuple[str, str], object] = {}
+
+
+def default_warp_codec(policy: Policy, device: torch.device):
+    """The codec named by the policy's ``warp_codec`` (default taef2), loaded once per (name, device)."""
+    from pipeline.codecs import load_codec
+
+    key = (getattr(policy.config, "warp_codec", "taef2"), str(device))
+    if key not in _CODECS:
+        _CODECS[key] = load_codec(key[0], device=device)
+    return _CODECS[key]
+
+
+def observe(
+    kind: str, baseline: Tensor, state: RolloutState, flows: LatentFlows | None, warped: Tensor | None = None
+) -> Tensor:
     """Observation (1,Cobs,h,w) of frame t from its baseline latent (1,C,h,w).
 
     ``flows`` holds the single entry (frame t to t-1) for the ``flow`` kind;
-    it is ignored at the first frame and by the ``pair`` kind.
+    it is ignored at the first frame and by the ``pair`` kind. ``warped``: a
+    precomputed warped previous output W_t (the ``pixel`` flow warp).
     """
     flow = mask = None
     if kind == "flow" and state.prev_output is not None:
         if flows is None:
             raise ValueError("the flow observation needs latent flows to the previous frame")
         flow, mask = flows.flow, flows.mask
-    return build_observation(kind, baseline, state.prev_baseline, state.prev_output, flow, mask)
+    return build_observation(kind, baseline, state.prev_baseline, state.prev_output, flow, mask, warped)
 
 
 def advance(baseline: Tensor, output: Tensor) -> RolloutState:
@@ -78,6 +102,9 @@ def apply_policy(
     baseline_latents: Tensor,
     latent_flows: LatentFlows | None = None,
     state: RolloutState | None = None,
+    pixel_flows: Tensor | None = None,
+    codec=None,
+    flow_warp: str | None = None,
 ) -> tuple[Tensor, RolloutState]:
     """Refined latents L_t + delta_t (t,C,h,w) of a chunk, acting with the policy's mean.
 
@@ -87,6 +114,9 @@ def apply_policy(
     t-1 at the start of a video (``state`` None). ``state``: from the
     previous chunk's call. Returns the refined latents (same device as the
     input) and the state for the next chunk.
+    ``flow_warp`` (default the policy's, ``policy_flow_warp``) ``pixel`` also
+    needs ``pixel_flows`` (full-resolution flows to the previous frame, as
+    many entries as ``latent_flows``) and the ``codec``.
     """
     if baseline_latents.ndim != 4 or baseline_latents.shape[1] != policy.latent_channels:
         raise ValueError(
@@ -99,15 +129,30 @@ def apply_policy(
         return baseline_latents.clone(), state
     if policy.observation == "flow" and latent_flows is None and (count > 1 or state.prev_output is not None):
         raise ValueError("a flow-observation policy needs latent_flows")
+    pixel = policy.observation == "flow" and policy_flow_warp(policy, flow_warp) == "pixel"
+    if pixel and (codec is None or (pixel_flows is None and (count > 1 or state.prev_output is not None))):
+        raise ValueError("the pixel flow warp needs the codec and the full-resolution pixel_flows")
+    if pixel and pixel_flows is not None:
+        if latent_flows is None or pixel_flows.shape[0] != len(latent_flows):
+            raise ValueError("pixel_flows must have one entry per latent flow")
+        offset = count - pixel_flows.shape[0]  # 1 at the start of a video (no entry for frame 0)
     flows = _per_frame_flows(latent_flows, count, state)
     device = _policy_device(policy, baseline_latents.device)
     outputs = []
     for t in range(count):
         baseline = baseline_latents[t : t + 1].to(device)
-        obs = observe(policy.observation, baseline, state, None if flows is None else flows[t : t + 1].to(device))
+        warped = None
+        if pixel and state.prev_output is not None:
+            flow = pixel_flows[t - offset : t - offset + 1].to(device)
+            if state.prev_output_frame is None:  # a state from a caller that did not keep the decoded frame
+                state.prev_output_frame = codec.decode(state.prev_output.to(codec.device)).to(state.prev_output)
+            warped = pixel_warped_latent(codec, state.prev_output_frame, flow, state.prev_output)
+        obs = observe(policy.observation, baseline, state, None if flows is None else flows[t : t + 1].to(device), warped)
         output = baseline + policy.act(obs, deterministic=True)
         outputs.append(output)
         state = advance(baseline, output)
+        if pixel:
+            state.prev_output_frame = codec.decode(output.to(codec.device)).to(output)
     return torch.cat(outputs).to(baseline_latents.device), state
 
 
@@ -118,6 +163,8 @@ def apply_policy_to_chunk(
     frames: Tensor,
     state: RolloutState | None = None,
     flow_model=None,
+    codec=None,
+    flow_warp: str | None = None,
 ) -> tuple[Tensor, RolloutState]:
     """``apply_policy`` on a chunk of a video given its content frames (t,3,H,W) in [0,1].
 
@@ -126,11 +173,13 @@ def apply_policy_to_chunk(
     occlusion masks are estimated with ``flow_model`` (default the shared
     RAFT-small) and downsampled to the latent size. Returns the refined
     latents (t,C,h,w) and the state for the next chunk of the same video.
+    Policies with the ``pixel`` flow warp (their config's, or ``flow_warp``)
+    also use ``codec`` (default: the one their config names, ``default_warp_codec``).
     """
     if frames.shape[0] != baseline_latents.shape[0]:
         raise ValueError(f"{frames.shape[0]} frames but {baseline_latents.shape[0]} baseline latents")
     state = state or RolloutState()
-    flows = None
+    flows = pixel_flows = None
     if policy.observation == "flow":
         from rewards.flow import default_flow_model, flows_and_masks
 
@@ -139,6 +188,10 @@ def apply_policy_to_chunk(
             model = flow_model if flow_model is not None else default_flow_model(frames.device)
             pixel = flows_and_masks(sequence, model)
             flows = latent_flows(pixel.flow_bwd, pixel.mask_bwd, tuple(baseline_latents.shape[-2:]))
-    refined, state = apply_policy(policy, baseline_latents, flows, state)
+            pixel_flows = pixel.flow_bwd
+        if policy_flow_warp(policy, flow_warp) == "pixel" and codec is None:
+            codec = default_warp_codec(policy, _policy_device(policy, baseline_latents.device))
+    refined, state = apply_policy(policy, baseline_latents, flows, state, pixel_flows=pixel_flows, codec=codec,
+                                  flow_warp=flow_warp)
     state.prev_frame = frames[-1:].detach()
     return refined, state

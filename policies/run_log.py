@@ -11,42 +11,14 @@ rows of epochs after the checkpoint are dropped.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pipeline.images import atomic_output  # noqa: E402
+from pipeline.run_files import panel_grid, read_csv, save_figure_atomic, write_csv
 
 FIRST_COLUMNS = {"episodes": ["epoch", "episode", "clip", "rank", "steps"], "epochs": ["epoch"]}
 CURVES = ("reward", "advantage", "style", "content", "temporal", "sigma")
-
-
-def _write_csv(path: Path, rows: list[dict], first: list[str]) -> None:
-    keys = list(first) + sorted({k for row in rows for k in row} - set(first))
-    with atomic_output(path, ".csv") as tmp, open(tmp, "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key, value in row.items():
-            try:
-                row[key] = float(value) if key != "clip" else value
-            except (TypeError, ValueError):
-                pass
-    return rows
 
 
 def _moving_average(values: list[float], window: int) -> list[float]:
@@ -65,8 +37,8 @@ class RunLog:
     def __init__(self, folder: str | os.PathLike, read: bool = False) -> None:
         """``read``: continue the tables already in ``folder`` (resume); otherwise start empty."""
         self.folder = Path(folder)
-        self.episodes = _read_csv(self.folder / "episodes.csv") if read else []
-        self.epochs = _read_csv(self.folder / "epochs.csv") if read else []
+        self.episodes = read_csv(self.folder / "episodes.csv", parse=True) if read else []
+        self.epochs = read_csv(self.folder / "epochs.csv", parse=True) if read else []
 
     def truncate(self, last_epoch: int) -> None:
         """Forget rows of epochs after ``last_epoch`` (work lost with an interrupted epoch)."""
@@ -82,8 +54,8 @@ class RunLog:
     def write(self) -> None:
         """Rewrite episodes.csv, epochs.csv and curves.png atomically."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        _write_csv(self.folder / "episodes.csv", self.episodes, FIRST_COLUMNS["episodes"])
-        _write_csv(self.folder / "epochs.csv", self.epochs, FIRST_COLUMNS["epochs"])
+        write_csv(self.episodes, self.folder / "episodes.csv", first=FIRST_COLUMNS["episodes"])
+        write_csv(self.epochs, self.folder / "epochs.csv", first=FIRST_COLUMNS["epochs"])
         self.plot(self.folder / "curves.png")
 
     def plot(self, path: Path) -> None:
@@ -91,14 +63,15 @@ class RunLog:
         names = [n for n in CURVES if any(n in r and r[n] != "" for r in self.episodes)]
         if not names:
             return
-        cols = 3
-        rows = math.ceil(len(names) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+        fig, axes = panel_grid(len(names), panel_size=(4.2, 3.2))
         x = [float(r["episode"]) for r in self.episodes]
-        for ax, name in zip(axes.flat, names):
+        for ax, name in zip(axes, names):
             values = [float(r[name]) if r.get(name, "") != "" else math.nan for r in self.episodes]
             ax.plot(x, values, color="tab:blue", alpha=0.3, linewidth=0.8)
             ax.plot(x, _moving_average(values, 10), color="tab:blue", label="train (moving avg.)")
+            baseline = [float(r[f"baseline_{name}"]) for r in self.episodes if r.get(f"baseline_{name}", "") != ""]
+            if len(baseline) == len(x) and name != "advantage":
+                ax.plot(x, _moving_average(baseline, 10), color="grey", linestyle="--", label="baseline")
             if name in ("reward", "advantage") and self.epochs:
                 done = [r for r in self.epochs if r.get(f"eval_{name}", "") != ""]
                 if done:
@@ -109,9 +82,4 @@ class RunLog:
             ax.set_title(name)
             ax.set_xlabel("episode")
             ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(names):]:
-            ax.axis("off")
-        fig.tight_layout()
-        with atomic_output(path, ".png") as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
+        save_figure_atomic(fig, path, dpi=90)

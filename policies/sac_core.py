@@ -11,6 +11,8 @@ SAC agent of ``policies``) write their update step around these pieces.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +142,17 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         t.lerp_(s, tau)
     for t, s in zip(target.buffers(), source.buffers()):
         t.copy_(s)
+
+
+def state_dicts(owner: object, names: Sequence[str]) -> dict[str, Any]:
+    """``{name: owner.<name>.state_dict()}`` for the modules and optimisers an agent checkpoints."""
+    return {name: getattr(owner, name).state_dict() for name in names}
+
+
+def load_state_dicts(owner: object, state: dict[str, Any], names: Sequence[str]) -> None:
+    """The inverse of ``state_dicts``: ``owner.<name>.load_state_dict(state[name])`` for each name, in order."""
+    for name in names:
+        getattr(owner, name).load_state_dict(state[name])
 
 
 class EntropyTemperature(nn.Module):

@@ -14,7 +14,8 @@ loses at most one epoch); ``policy_last.safetensors`` and
 windows, when ``eval_every`` > 0); ``episodes.csv``, ``epochs.csv``,
 ``curves.png`` (``policies.run_log``).
 
-Data parallel: launched with ``accelerate launch --num_processes N``, each
+Data parallel: launched with ``accelerate launch --multi_gpu --num_processes N``
+(GPUs) or ``torchrun --nproc_per_node N`` (CPU processes, gloo), each
 process takes every N-th window; the algorithm averages gradients before each
 step (``policies.parallel``), process 0 writes the run folder, and replicas
 are checked identical (a parameter digest per process) after each epoch.
@@ -42,6 +43,7 @@ from pipeline.images import atomic_output, load_image, resize_to_width
 from pipeline.video_io import IMAGE_EXTENSIONS, read_video
 from policies.base import algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
+from policies.flow_cache import FlowCache
 from policies.parallel import broadcast_module, mean_over_processes
 from policies.run_log import RunLog
 
@@ -50,6 +52,7 @@ SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
 DEFAULT_VIDEOS = SHARED / "data" / "videos" / "train"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 CHECKPOINT = "last.pt"
+MIN_SIDE = 32  # LPIPS-alex's smallest input
 # settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads may change)
 RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer", "algo_options")
 
@@ -81,8 +84,8 @@ class TrainConfig:
         self.weights = tuple(float(w) for w in self.weights)
         if len(self.weights) != 3:
             raise ValueError(f"weights must be three numbers (style, content, temporal), got {self.weights}")
-        if self.size < 32:
-            raise ValueError(f"size must be at least 32 pixels (LPIPS needs 32), got {self.size}")
+        if self.size < MIN_SIDE:
+            raise ValueError(f"size must be at least {MIN_SIDE} pixels (LPIPS needs {MIN_SIDE}), got {self.size}")
         if self.max_frames < 2:
             raise ValueError(f"max_frames must be at least 2 (an episode needs a previous frame), got {self.max_frames}")
         if self.epochs < 1:
@@ -116,6 +119,12 @@ def find_videos(folder: str | os.PathLike) -> list[Path]:
 def load_windows(videos: list[Path], size: int, max_frames: int) -> list[tuple[str, torch.Tensor]]:
     """(name, frames (E,3,H,W)) windows of equal length E = min(max_frames, shortest clip)."""
     clips = [(path.stem, resize_to_width(read_video(path)[0], size)) for path in videos]
+    for name, frames in clips:
+        if min(frames.shape[-2:]) < MIN_SIDE:
+            raise ValueError(
+                f"clip {name!r} is {frames.shape[-1]}x{frames.shape[-2]} px at size {size}; the reward (LPIPS) needs "
+                f"at least {MIN_SIDE} px per side: use a larger size"
+            )
     length = min(max_frames, *(frames.shape[0] for _, frames in clips))
     if length < 2:
         short = min(clips, key=lambda c: c[1].shape[0])[0]
@@ -164,7 +173,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial networks on every process
         self.codec, stylizer, reward = self._components()
         self.algorithm = make_algorithm(config.algo, config.obs, self.codec.latent_channels, **config.algo_options)
-        self.algorithm.policy.to(self.device)
+        self.algorithm.to(self.device)
         broadcast_module(self.algorithm.policy)
         self.start_epoch, self.best = 0, None
         self.log = RunLog(self.folder, read=resume)
@@ -213,9 +222,10 @@ class Trainer:
         padded = [windows[i % len(windows)] for i in range(per_process * self.world)]
         mine = padded[self.rank :: self.world]
         cache, flow_model = LatentCache(self.config.cache_dir), default_flow_model(self.device)
+        flow_cache = FlowCache(cache.root / "flows")
         clips = []
         for name, frames in tqdm(mine, desc="preparing clips", disable=self.rank != 0, leave=False):
-            clips.append(prepare_clip(frames, self.style_image, stylizer, cache, flow_model, reward, name))
+            clips.append(prepare_clip(frames, self.style_image, stylizer, cache, flow_model, reward, name, flow_cache))
         return clips
 
     def _load_checkpoint(self) -> None:

@@ -2,7 +2,7 @@
 
 Prints, measured side by side in one run on this machine:
   1. end-to-end frames/s (read, resize, encode, WCT, decode, write) against the
-     codec's encode+decode alone, and their ratio;
+     codec's encode+decode alone (timed alternately), and their ratio;
   2. peak resident memory stylizing a 240-frame clip against a 48-frame clip
      (each in a fresh process), and their ratio;
   3. the warping error of the frame-by-frame baseline next to the content's
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +27,16 @@ if __package__ in (None, ""):
 
 from pipeline.codecs import load_codec  # noqa: E402
 from pipeline.images import load_image, resize_to_width  # noqa: E402
-from pipeline.profiling import device_label, peak_rss_mib, print_table, seconds_per_call  # noqa: E402
+from pipeline.profiling import (  # noqa: E402
+    alternating_medians,
+    device_label,
+    looped_clips_in_fresh_processes,
+    peak_rss_mib,
+    print_table,
+)
 from pipeline.stylize import StylizationPipeline  # noqa: E402
 from pipeline.stylizers.latent_wct import LatentWCT  # noqa: E402
-from pipeline.video_io import read_video, write_video  # noqa: E402
+from pipeline.video_io import read_video  # noqa: E402
 from rewards.temporal import warping_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,17 +63,18 @@ def speed(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     frames, _ = read_video(args.video)
     frames = resize_to_width(frames, args.size)
 
+    pipe = StylizationPipeline(LatentWCT(codec))
+
     def codec_only() -> None:
         with torch.no_grad():
             codec.decode(codec.encode(frames))
 
-    codec_fps = frames.shape[0] / seconds_per_call(codec_only, repeats=2)
-    pipe = StylizationPipeline(LatentWCT(codec))
-
     def end_to_end() -> None:
         pipe.stylize_video(args.video, style, workdir / "speed.mp4", size=args.size, overwrite=True, progress=False)
 
-    e2e_fps = frames.shape[0] / seconds_per_call(end_to_end, repeats=2)
+    # timed in turn, round after round, so that the machine's load affects both alike
+    codec_s, e2e_s = alternating_medians([codec_only, end_to_end], repeats=2)
+    codec_fps, e2e_fps = frames.shape[0] / codec_s, frames.shape[0] / e2e_s
     return {"codec_fps": codec_fps, "e2e_fps": e2e_fps, "ratio": e2e_fps / codec_fps, "frames": frames.shape[0]}
 
 
@@ -84,18 +90,13 @@ def memory_child(video: str, style_path: str, size: int) -> None:
 def memory(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
     frames, fps = read_video(args.video)
     frames = resize_to_width(frames, args.size)
-    rows = []
-    for length in (args.short, args.long):
-        clip = frames[torch.arange(length) % frames.shape[0]]
-        path = workdir / f"clip{length}.mp4"
-        write_video(path, clip, fps)
-        out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(path), "--style", args.style, "--size", str(args.size)],
-            capture_output=True, text=True, check=True,
-        )
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({"frames": length, "peak_rss_mib": result["peak_rss_mib"], "seconds": result["seconds"]})
-    return rows
+    lengths = (args.short, args.long)
+    results = looped_clips_in_fresh_processes(
+        frames, fps, lengths, workdir,
+        lambda clip: [sys.executable, __file__, "--memory-child", str(clip), "--style", args.style, "--size", str(args.size)],
+    )
+    return [{"frames": length, "peak_rss_mib": result["peak_rss_mib"], "seconds": result["seconds"]}
+            for length, result in zip(lengths, results)]
 
 
 def flicker(args: argparse.Namespace) -> list[dict[str, object]]:

@@ -8,7 +8,11 @@ Examples:
     python scripts/train_policy.py --style ../shared/data/styles/starry_night.jpg
     python scripts/train_policy.py --style s.jpg --obs pair --epochs 20 --out runs/pair
     python scripts/train_policy.py --style s.jpg --out runs/pair --epochs 40 --resume
-    accelerate launch --num_processes 2 --cpu scripts/train_policy.py --style s.jpg
+    torchrun --nproc_per_node 2 scripts/train_policy.py --style s.jpg --device cpu   # 2 CPU processes
+    accelerate launch --multi_gpu --num_processes 4 scripts/train_policy.py --style s.jpg  # 4 GPUs
+
+Data parallel: each process trains on its own share of the clip windows; gradients are averaged
+across processes before every update, so the replicas stay identical.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda (with accelerate launch each process takes its own GPU)")
+                        help="cpu or cuda (launched by accelerate/torchrun, each process takes its own GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's)")
     parser.add_argument("--cache-dir", default=None, help="latent cache folder (default $VSTYLE_CACHE or ~/.cache/vstyle/latents)")
     return parser.parse_args(argv)

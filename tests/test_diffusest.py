@@ -9,6 +9,7 @@ are the real photos and paintings of ../shared/data.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections import Counter
 
@@ -22,6 +23,8 @@ from pipeline.stylizers.diffusest import BlipDiffusionStyleEncoder, DiffuseSTCon
 from pipeline.stylizers.pnp_injection import FEATURES, KEY_VALUE, QUERY_KEY, PnPInjector, StepPlan
 from pipeline.weights import WeightsNotFoundError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
@@ -31,15 +34,6 @@ TINY_LAYERS = {
     "attention_layers": ("up_blocks.0.attentions.1", "up_blocks.0.attentions.2"),
 }
 NO_INJECTION = {"content_feature_range": (0, 0), "content_attention_range": (0, 0), "style_attention_range": (0, 0)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny models run several times faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_tokenizer() -> transformers.CLIPTokenizer:
@@ -160,9 +154,11 @@ def test_ddim_inversion_then_sampling_reconstructs(parts, frames, style):
 def test_injections_happen_exactly_in_the_configured_ranges(parts, frames, style):
     stylizer = make(parts, content_feature_range=(0.0, 0.4), content_attention_range=(0.0, 0.2),
                     style_attention_range=(0.7, 1.0))
-    stylizer.stylize(frames[:1], style)
+    state = stylizer.prepare_style(style)
+    stylizer.stylize_prepared(frames[:1], state)
     timesteps = [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]  # 10 DDIM steps, steps_offset 1
     assert stylizer.scheduler.timesteps.tolist() == timesteps
+    assert sorted(state.trajectories[(64, 64)]) == [1, 101, 201]  # the style is inverted only as far as needed
     expected = Counter()
     for kind, steps, layers in ((FEATURES, range(0, 4), TINY_LAYERS["feature_layers"]),
                                 (QUERY_KEY, range(0, 2), TINY_LAYERS["attention_layers"]),
@@ -253,7 +249,7 @@ def test_bad_settings_give_clear_errors(parts, frames, style):
         DiffuseSTConfig(style_attention_range=(0.5, 1.5))
     with pytest.raises(ValueError, match="num_inference_steps"):
         DiffuseSTConfig(num_inference_steps=0)
-    with pytest.raises(ValueError, match="up_blocks.1.resnets.0.*ResnetBlock2D"):
+    with pytest.raises(ValueError, match="up_blocks.9.resnets.0.*not a ResnetBlock2D.*up_blocks.1.resnets.2"):
         make(parts, feature_layers=("up_blocks.1.resnets.0", "up_blocks.9.resnets.0"))
     with pytest.raises(ValueError, match="up_blocks.1.attentions.1.*up_blocks.0.attentions.0"):
         make(parts, attention_layers=("up_blocks.1.attentions.1",))
@@ -289,11 +285,10 @@ def test_from_pretrained_local_folder(parts, frames, style, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_blip_diffusion_style_embedding_conditions_the_output(parts, frames, style, tmp_path):
-    from diffusers.pipelines.deprecated.blip_diffusion.blip_image_processing import BlipImageProcessor
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
-
+def test_blip_diffusion_checkpoint_loads_and_conditions_the_output(parts, frames, style, tmp_path):
+    """A tiny BLIP-Diffusion checkpoint loads through from_pretrained; its Q-Former embeds the style."""
+    pipeline_class = diffusers.pipelines.BlipDiffusionPipeline
+    blip = importlib.import_module(pipeline_class.__module__)  # moved in diffusers 0.36
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghij"]))
     config = transformers.Blip2Config(
         vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32,
@@ -302,19 +297,28 @@ def test_blip_diffusion_style_embedding_conditions_the_output(parts, frames, sty
                         "vocab_size": 16, "encoder_hidden_size": 32, "max_position_embeddings": 32},
         num_query_tokens=4,
     )
-    config.tokenizer = str(tmp_path)
-    qformer = Blip2QFormerModel(config).eval()
+    config.tokenizer = str(tmp_path)  # the Q-Former's BERT tokenizer, instead of bert-base-uncased from the hub
+    checkpoint = tmp_path / "blipdiffusion"
+    pipeline_class(
+        parts["tokenizer"], blip.ContextCLIPTextModel(tiny_text_config(parts["tokenizer"])), parts["codec"].vae,
+        parts["unet"], diffusers.PNDMScheduler(beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1),
+        blip.Blip2QFormerModel(config), blip.BlipImageProcessor(size={"height": 32, "width": 32}),
+        ctx_begin_pos=2, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],
+    ).save_pretrained(checkpoint)
+
+    stylizer = DiffuseSTStylizer.from_pretrained(checkpoint, blip_diffusion=checkpoint, num_inference_steps=4,
+                                                 **TINY_LAYERS)
+    encoder = stylizer.style_encoder
+    assert isinstance(encoder, BlipDiffusionStyleEncoder) and stylizer.text_encoder is encoder.text_encoder
+    assert (encoder.ctx_begin_pos, encoder.mean) == (2, [0.5, 0.5, 0.5])
+    assert stylizer.config()["style_encoder"] == str(checkpoint)
     try:
-        qformer(image_input=torch.zeros(1, 3, 32, 32), text_input=[""], return_dict=False)
+        state = stylizer.prepare_style(style)
     except AttributeError as error:
+        if "Blip2QFormerModel" not in str(error):
+            raise
         pytest.skip(f"diffusers' deprecated BLIP-Diffusion Q-Former does not run with transformers "
                     f"{transformers.__version__}: {error}")
-    text_encoder = ContextCLIPTextModel(tiny_text_config(parts["tokenizer"])).eval()
-    encoder = BlipDiffusionStyleEncoder(qformer, text_encoder, parts["tokenizer"],
-                                        BlipImageProcessor(size={"height": 32, "width": 32}))
-    stylizer = DiffuseSTStylizer(parts["unet"], parts["scheduler"], parts["codec"], text_encoder, parts["tokenizer"],
-                                 style_encoder=encoder, config=DiffuseSTConfig(num_inference_steps=4, **TINY_LAYERS))
-    state = stylizer.prepare_style(style)
     assert state.cond.shape == (1, 77, 32)
     assert not torch.allclose(state.cond, stylizer.encode_prompt(stylizer.cfg.prompt))
     assert torch.isfinite(stylizer.stylize_prepared(frames[:1], state)).all()

@@ -17,17 +17,12 @@ from pipeline.weights import WeightsNotFoundError
 from rewards.flo import FloReadError, read_flo
 from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, estimate_flows, flows_and_masks
 from rewards.warp import backward_warp, in_frame_mask, occlusion_mask, resize_flow
+from tests.helpers import load_rgb, shifted_crops
 
 SCENES = ("sintel_alley_1", "sintel_cave_2")
 # Mean abs RGB error (0-255) of frame_0003 vs frame_0002 on valid, non-occluded, in-frame pixels,
 # before and after the backward warp by the ground-truth flow (values from ../shared/data/README.md).
 GT_WARP_ERRORS = {"sintel_alley_1": (9.4, 1.9), "sintel_cave_2": (13.4, 2.6)}
-
-
-def load_rgb(path: Path) -> torch.Tensor:
-    """(1,3,H,W) float in [0,1]."""
-    array = np.array(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
 
 def load_binary(path: Path) -> torch.Tensor:
@@ -44,13 +39,6 @@ def load_scene(data_dir: Path, scene: str) -> dict[str, torch.Tensor]:
         "occluded": load_binary(root / "occlusions" / "frame_0002.png"),
         "invalid": load_binary(root / "invalid" / "frame_0002.png"),
     }
-
-
-def shifted_crops(image: torch.Tensor, top: int, left: int, size: tuple[int, int], shifts: list[tuple[int, int]]):
-    """Crops of ``image`` such that crop k equals crop 0 moved by shifts[k] = (dx, dy): flow 0->k = +shift."""
-    height, width = size
-    crops = [image[..., top - dy : top - dy + height, left - dx : left - dx + width] for dx, dy in shifts]
-    return torch.cat(crops)
 
 
 @pytest.fixture(scope="module")

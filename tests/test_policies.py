@@ -6,16 +6,24 @@ import pytest
 import torch
 
 from pipeline.codecs import load_codec
-from pipeline.images import resize_to_width
+from pipeline.images import load_image, resize_to_width
 from pipeline.stylizers.latent_wct import LatentWCT
 from pipeline.video_io import read_video
-from pipeline.images import load_image
 from policies.base import load_policy, make_algorithm
-from policies.observations import build_observation, latent_flows, observation_channels
+from policies.observations import build_observation, check_flow_warp, latent_flows, observation_channels, pixel_warped_latent
 from policies.references import FlowBlendConfig, FlowBlendPolicy, IdentityConfig, IdentityPolicy
 from policies.reinforce import ReinforcePolicy, ReinforcePolicyConfig
 from policies.rollout import apply_policy, apply_policy_to_chunk
 from rewards.flow import default_flow_model, flows_and_masks
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread in these tests (the 2 shared cores are oversubscribed; restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +84,7 @@ def test_identity_and_flow_blend(clip):
     with pytest.raises(ValueError, match="factor"):
         FlowBlendConfig(32, factor=1.5)
     with pytest.raises(ValueError, match="expects observations"):
-        FlowBlendPolicy(FlowBlendConfig(32)).act(torch.zeros(1, 64, 5, 8))
+        FlowBlendPolicy(FlowBlendConfig(32)).act(torch.zeros(1, 64, 4, 8))
 
 
 @pytest.mark.parametrize("kind", ["pair", "flow"])
@@ -150,3 +158,76 @@ def test_make_algorithm_errors():
     except ModuleNotFoundError:
         with pytest.raises(ValueError, match="algorithm 'sac' is not available"):
             make_algorithm("sac", "flow", 32)
+
+
+# --- the pixel flow warp and the blend head ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pixel_clip(clip):
+    """The clip's full-resolution flows to the previous frame (T-1,2,H,W) and the codec."""
+    pixel = flows_and_masks(clip["frames"], default_flow_model())
+    return {**clip, "pixel_flows": pixel.flow_bwd, "codec": load_codec("taef2")}
+
+
+def test_pixel_warped_latent(pixel_clip):
+    latents, codec = pixel_clip["latents"], pixel_clip["codec"]
+    with torch.no_grad():
+        frame = codec.decode(latents[:1])
+        still = torch.zeros(1, 2, *frame.shape[-2:])
+        # zero flow: the round-trip residual restores the previous output latent exactly
+        assert torch.allclose(pixel_warped_latent(codec, frame, still, latents[:1]), latents[:1], atol=1e-4)
+        plain = pixel_warped_latent(codec, frame, still, latents[:1], round_trip=False)
+        assert torch.allclose(plain, codec.encode(frame), atol=1e-5)
+        moved = pixel_warped_latent(codec, frame, pixel_clip["pixel_flows"][:1], latents[:1])
+    assert moved.shape == latents[:1].shape and torch.isfinite(moved).all()
+    with pytest.raises(ValueError, match="differ in size"):
+        pixel_warped_latent(codec, frame, torch.zeros(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="unknown flow_warp 'voxel'"):
+        check_flow_warp("voxel")
+
+
+def test_pixel_flow_blend_rollout(pixel_clip):
+    latents, flows, codec, pixel = pixel_clip["latents"], pixel_clip["flows"], pixel_clip["codec"], pixel_clip["pixel_flows"]
+    blend = FlowBlendPolicy(FlowBlendConfig(32, factor=1.0))
+    refined, _ = apply_policy(blend, latents, flows, pixel_flows=pixel, codec=codec, flow_warp="pixel")
+    with torch.no_grad():  # frame 1 by hand: reliable cells take E(warp(S_0)) + warped round-trip residual
+        warped = pixel_warped_latent(codec, codec.decode(refined[:1]), pixel[:1], refined[:1])
+    mask = flows.mask[:1]
+    assert torch.allclose(refined[1:2], latents[1:2] + mask * (warped - latents[1:2]), atol=1e-4)
+    assert not torch.allclose(refined, apply_policy(blend, latents, flows)[0], atol=1e-3)  # differs from the latent warp
+    with pytest.raises(ValueError, match="needs the codec"):
+        apply_policy(blend, latents, flows, flow_warp="pixel")
+
+    # the pipeline's entry point, in chunks: the state carries the previous decoded output
+    frames = pixel_clip["frames"]
+    whole, _ = apply_policy_to_chunk(blend, latents, frames, codec=codec, flow_warp="pixel")
+    a, state = apply_policy_to_chunk(blend, latents[:3], frames[:3], codec=codec, flow_warp="pixel")
+    b, _ = apply_policy_to_chunk(blend, latents[3:], frames[3:], state, codec=codec, flow_warp="pixel")
+    assert torch.allclose(whole, refined, atol=1e-4)
+    assert torch.allclose(torch.cat([a, b]), whole, atol=1e-4)
+
+
+def test_blend_head(tmp_path, pixel_clip):
+    latents, flows = pixel_clip["latents"], pixel_clip["flows"]
+    policy = make_algorithm("reinforce", "flow", 32, head="blend", init_alpha=0.1, flow_warp="pixel").policy.eval()
+    assert policy.config.flow_warp == "pixel" and any(p is policy.alpha_bias for p in policy.scalar_parameters())
+    # untrained (gate 0, zero alpha map): exactly a flow-blend with factor init_alpha
+    obs = build_observation("flow", latents[1:2], None, latents[:1], flows.flow[:1], flows.mask[:1])
+    expected = FlowBlendPolicy(FlowBlendConfig(32, factor=0.1)).act(obs)
+    assert torch.allclose(policy.act(obs), expected, atol=1e-6)
+    assert torch.allclose(policy.alpha(obs), torch.full_like(obs[:, :1], 0.1), atol=1e-6)
+    # inference reads the policy's flow_warp (the codec named by warp_codec is loaded when none is given)
+    frames = pixel_clip["frames"]
+    ours, _ = apply_policy_to_chunk(policy, latents, frames)
+    reference, _ = apply_policy_to_chunk(FlowBlendPolicy(FlowBlendConfig(32, factor=0.1)), latents, frames,
+                                         codec=pixel_clip["codec"], flow_warp="pixel")
+    assert torch.allclose(ours, reference, atol=1e-4)
+    loaded = load_policy(policy.save(tmp_path / "blend.safetensors"))
+    assert loaded.config == policy.config and torch.allclose(loaded.act(obs), policy.act(obs))
+    with pytest.raises(ValueError, match="blend head reads the 'flow' observation"):
+        ReinforcePolicyConfig(32, "pair", head="blend")
+    with pytest.raises(ValueError, match="unknown REINFORCE head"):
+        ReinforcePolicyConfig(32, head="mlp")
+    with pytest.raises(ValueError, match="unknown flow_warp"):
+        ReinforcePolicyConfig(32, flow_warp="voxel")

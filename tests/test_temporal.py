@@ -12,7 +12,7 @@ from PIL import Image
 from rewards.flow import ClipFlows, flows_and_masks
 from rewards.temporal import temporal_loss, warping_error
 from rewards.warp import backward_warp, occlusion_mask
-from tests.test_flow import load_rgb, shifted_crops
+from tests.helpers import load_rgb, shifted_crops
 
 CLIP_FRAMES = 4
 

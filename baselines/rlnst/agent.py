@@ -10,9 +10,17 @@ the public RL-I2IT code (``brain.py`` / ``sac.py``), in this order:
    temperature with the loss -log_alpha (log pi + target_entropy);
 3. Polyak update of the target critics;
 4. style learning: actor + stylizer minimise
-   content + lambda style + beta TV of the next moving image (against the
-   content image, as the public image code), plus, for the video model,
-   zeta times the compound temporal regularisation.
+   content + lambda style + beta TV of the next moving image, plus, for the
+   video model, zeta times the compound temporal regularisation.
+
+The content term anchors the next moving image to ``AgentConfig.anchor``:
+``"state"`` (default), the current moving image s_k, as the public video
+code: every step is then a one-step stylization of the previous result, so
+the degree of stylization grows with the number of steps, the paper's
+control knob. ``"content"``, the content image, as the public image code:
+the ideal model is then idempotent after the first step and later steps only
+add style through the model's imperfection (observed here: after short
+training the style loss stays flat from step 1 to step 10).
 
 Fixes to the public image code: its temperature step back-propagated alpha
 instead of the temperature loss, and its actor loss sampled the action
@@ -48,7 +56,10 @@ from baselines.rlnst.regularization import (
     compound_regularization,
     random_perturbation,
 )
-from policies.sac_core import EntropyTemperature, polyak_update, twin_q_target
+from policies.sac_core import EntropyTemperature, load_state_dicts, polyak_update, state_dicts, twin_q_target
+
+
+ANCHORS = ("state", "content")
 
 
 @dataclass
@@ -68,6 +79,7 @@ class AgentConfig:
     style_weight: float = 1e5
     tv_weight: float = 1e-7
     temporal_weight: float = 0.0
+    anchor: str = "state"
     regularization: CompoundRegularizationConfig = field(default_factory=CompoundRegularizationConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
 
@@ -76,6 +88,13 @@ class AgentConfig:
             raise ValueError(f"actor_every must be >= 1, got {self.actor_every}")
         if not 0 <= self.gamma <= 1 or not 0 <= self.tau <= 1:
             raise ValueError(f"gamma and tau must be in [0, 1], got {self.gamma}, {self.tau}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
+
+
+# What RLNSTAgent.state_dict holds besides the generator's state.
+_CHECKPOINTED = ("model", "critic", "critic_target", "temperature", "actor_optim", "stylizer_optim", "critic_optim",
+                 "alpha_optim")
 
 
 class RLNSTAgent:
@@ -106,6 +125,17 @@ class RLNSTAgent:
         self.alpha_optim = torch.optim.Adam(self.temperature.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.generator = generator or torch.Generator()
 
+    @staticmethod
+    def _step(loss: Tensor, name: str, *optimizers: torch.optim.Optimizer) -> None:
+        """Back-propagate ``loss`` and step ``optimizers``; a non-finite loss raises before any change."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite {name} ({loss.item()})")
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+
     def to(self, device: str | torch.device) -> RLNSTAgent:
         for module in (self.model, self.objective, self.critic, self.critic_target, self.temperature):
             module.to(device)
@@ -119,14 +149,17 @@ class RLNSTAgent:
     def update(self, batch: dict[str, Tensor], index: int) -> dict[str, float]:
         """One training iteration on a replay ``batch`` (see module doc); returns the losses as floats.
 
-        ``batch``: ``content``, ``state``, ``next_state`` (N,3,H,W) [0,1],
-        ``action`` (N,1,H/4,W/4), ``reward``, ``done`` (N,); video model also
+        ``batch``: ``state``, ``next_state`` (N,3,H,W) [0,1] (and ``content``
+        for ``anchor="content"``), ``action`` (N,1,H/4,W/4), ``reward``,
+        ``done`` (N,); video model also
         ``step_hidden``, ``frame_hidden`` (N,C,H/4,W/4). ``index`` counts
         iterations (actor and temperature update when it is a multiple of
-        ``actor_every``).
+        ``actor_every``). A non-finite loss raises ``FloatingPointError``
+        before it changes any weights.
         """
         cfg, model = self.config, self.model
-        content, state, action = batch["content"], batch["state"], batch["action"]
+        state, action = batch["state"], batch["action"]
+        anchor = batch["content"] if cfg.anchor == "content" else state
         reward, done, next_state = batch["reward"], batch["done"], batch["next_state"]
         hidden = Hidden(batch["step_hidden"], batch["frame_hidden"]) if model.is_video else Hidden()
         logs: dict[str, float] = {}
@@ -141,9 +174,7 @@ class RLNSTAgent:
             )
         q1, q2 = self.critic(state, action)
         critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.critic_optim.zero_grad()
-        critic_loss.backward()
-        self.critic_optim.step()
+        self._step(critic_loss, "critic loss", self.critic_optim)
         logs.update(critic_loss=critic_loss.item(), q=q1.mean().item())
 
         # 2. Actor (reparameterised) and entropy temperature.
@@ -153,13 +184,9 @@ class RLNSTAgent:
             pi_q1, pi_q2 = self.critic(state, pi_action)
             self.critic.requires_grad_(True)
             actor_loss = (self.temperature.alpha * log_prob - torch.min(pi_q1, pi_q2)).mean()
-            self.actor_optim.zero_grad()
-            actor_loss.backward()
-            self.actor_optim.step()
+            self._step(actor_loss, "actor loss", self.actor_optim)
             alpha_loss = self.temperature.loss(log_prob)
-            self.alpha_optim.zero_grad()
-            alpha_loss.backward()
-            self.alpha_optim.step()
+            self._step(alpha_loss, "temperature loss", self.alpha_optim)
             logs.update(
                 actor_loss=actor_loss.item(),
                 alpha_loss=alpha_loss.item(),
@@ -172,7 +199,7 @@ class RLNSTAgent:
 
         # 4. Style learning of actor + stylizer (+ compound temporal regularisation).
         out = model.step(state, hidden)
-        terms = self.objective(out.image, content)
+        terms = self.objective(out.image, anchor)
         loss = (
             cfg.content_weight * terms.content + cfg.style_weight * terms.style + cfg.tv_weight * terms.tv
         ).mean()
@@ -188,35 +215,14 @@ class RLNSTAgent:
             )
             loss = loss + cfg.temporal_weight * temporal
             logs["temporal"] = temporal.item()
-        self.actor_optim.zero_grad()
-        self.stylizer_optim.zero_grad()
-        loss.backward()
-        self.actor_optim.step()
-        self.stylizer_optim.step()
+        self._step(loss, "style-learning loss", self.actor_optim, self.stylizer_optim)
         logs["style_learning_loss"] = loss.item()
         return logs
 
     def state_dict(self) -> dict:
         """Everything the learner holds, for checkpoints (the objective is rebuilt from the style image)."""
-        return {
-            "model": self.model.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "temperature": self.temperature.state_dict(),
-            "actor_optim": self.actor_optim.state_dict(),
-            "stylizer_optim": self.stylizer_optim.state_dict(),
-            "critic_optim": self.critic_optim.state_dict(),
-            "alpha_optim": self.alpha_optim.state_dict(),
-            "generator": self.generator.get_state(),
-        }
+        return {**state_dicts(self, _CHECKPOINTED), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        self.temperature.load_state_dict(state["temperature"])
-        self.actor_optim.load_state_dict(state["actor_optim"])
-        self.stylizer_optim.load_state_dict(state["stylizer_optim"])
-        self.critic_optim.load_state_dict(state["critic_optim"])
-        self.alpha_optim.load_state_dict(state["alpha_optim"])
+        load_state_dicts(self, state, _CHECKPOINTED)
         self.generator.set_state(state["generator"])

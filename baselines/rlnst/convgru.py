@@ -1,5 +1,7 @@
-"""Convolutional GRU cell (Ballas et al., "Delving Deeper into Convolutional Networks for Learning Video Representations", ICLR 2016).
+"""Convolutional GRU cell.
 
+Ballas et al., "Delving Deeper into Convolutional Networks for Learning Video
+Representations" (ICLR 2016).
 As in RL-NST's public video code (``convGRU.py``, one layer): the reset,
 update and candidate gates are ``kernel_size`` convolutions of the input
 concatenated with the hidden state, gate weights initialised orthogonally and

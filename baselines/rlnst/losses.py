@@ -6,13 +6,16 @@ beta = 1e-7, refer to the public code's terms (``brain.py``), which this
 module reproduces:
 
 - content: MSE (mean over elements) of VGG16 ``relu2_2`` features of the
-  output and of the content image (= ``rewards.style.perceptual_loss``);
+  output and of the anchor image, the current moving image or the content
+  image (see ``agent.py``) (= ``rewards.style.perceptual_loss``);
 - style: sum over ``relu1_2, relu2_2, relu3_3, relu4_3`` of the *mean*
   squared difference of Gram matrices normalised by C*H*W. The project's
   ``GramStyleLoss`` uses the same Gram normalisation but the *summed* squared
-  (Frobenius) difference, i.e. sum_l C_l^2 * MSE_l; the term here is each
-  layer's ``GramStyleLoss`` divided by C_l^2, so lambda = 1e5 keeps the
-  paper's balance between layers and against the content term;
+  (Frobenius) difference, i.e. sum_l C_l^2 * MSE_l; the term here takes the
+  mean over the C_l x C_l entries against ``GramStyleLoss``'s target Gram
+  matrices (its ``target_<layer>`` buffers), i.e. each layer's
+  ``GramStyleLoss`` divided by C_l^2, so lambda = 1e5 keeps the paper's
+  balance between layers and against the content term;
 - total variation: sum of absolute horizontal and vertical differences per
   image. The public code sums over ImageNet-normalised pixels (about 4.4x
   the [0,1] differences used here) and over the batch; here per image on
@@ -28,7 +31,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from rewards.style import CONTENT_LAYER, STYLE_LAYERS, GramStyleLoss, perceptual_loss_from_features
+from rewards.style import CONTENT_LAYER, STYLE_LAYERS, GramStyleLoss, gram_matrix, perceptual_loss_from_features
 from rewards.vgg import VGG16Features
 
 
@@ -61,16 +64,14 @@ class RLNSTObjective(nn.Module):
         super().__init__()
         self.vgg = vgg or VGG16Features(STYLE_LAYERS)
         self.content_vgg = VGG16Features((CONTENT_LAYER,))
-        self.layer_losses = nn.ModuleList(
-            GramStyleLoss(self.vgg, style_image, layers=(name,), style_size=style_size) for name in STYLE_LAYERS
-        )
+        self.gram_loss = GramStyleLoss(self.vgg, style_image, layers=STYLE_LAYERS, style_size=style_size)
 
     def style_from_features(self, features: dict[str, Tensor]) -> Tensor:
         """RL-NST style term (N,): sum over layers of the mean squared Gram difference."""
         total = None
-        for loss in self.layer_losses:
-            channels = features[loss.layers[0]].shape[1]
-            term = loss.from_features(features) / channels**2
+        for name in self.gram_loss.layers:
+            target = getattr(self.gram_loss, f"target_{name}")  # the style's Gram matrix (1,C,C)
+            term = (gram_matrix(features[name]) - target).pow(2).mean(dim=(1, 2))
             total = term if total is None else total + term
         return total
 

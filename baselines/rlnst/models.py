@@ -37,6 +37,7 @@ Deviations from the public code, each needed for a correct, size-agnostic port:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -232,13 +233,19 @@ class RLNST(nn.Module):
     def policy(
         self, state: Tensor, step_hidden: Tensor | None = None, deterministic: bool = False
     ) -> tuple[Tensor, Tensor, ActorOutput]:
-        """Sample an action: (action, log_prob (N,), mean, actor output). ``deterministic`` uses the mean."""
+        """Sample an action by reparameterisation: (action (N,1,H/4,W/4), log_prob (N,), actor output).
+
+        ``log_prob`` is the Gaussian log-density averaged over the action's
+        elements; ``deterministic`` takes the mean. The actor output holds the
+        mean, log-std, skip features and the new step hidden state.
+        """
         check_image_size(state)
         out = self.actor(state, step_hidden)
-        std = out.log_std.exp()
-        action = out.mean if deterministic else out.mean + std * torch.randn_like(out.mean)
-        log_prob = torch.distributions.Normal(out.mean, std).log_prob(action).flatten(1).mean(dim=1)
-        return action, log_prob, out
+        noise = torch.zeros_like(out.mean) if deterministic else torch.randn_like(out.mean)
+        action = out.mean + out.log_std.exp() * noise
+        # Gaussian log-density of the action: (action - mean) / std = noise
+        log_density = -0.5 * noise.square() - out.log_std - 0.5 * math.log(2 * math.pi)
+        return action, log_density.flatten(1).mean(dim=1), out
 
     def step(self, state: Tensor, hidden: Hidden | None = None, deterministic: bool = False) -> StepResult:
         """s_k (N,3,H,W) in [0,1] -> s_{k+1}; ``hidden`` holds the video model's recurrent states (None = zeros)."""
@@ -293,7 +300,8 @@ class Critic(nn.Module):
         check_image_size(state)
         x = self.head(state)
         if action.shape != (state.shape[0], 1, *x.shape[-2:]):
-            raise ValueError(f"action must be (N,1,H/4,W/4) = {(state.shape[0], 1, *x.shape[-2:])}, got {tuple(action.shape)}")
+            expected = (state.shape[0], 1, *x.shape[-2:])
+            raise ValueError(f"action must be (N,1,H/4,W/4) = {expected}, got {tuple(action.shape)}")
         x = F.adaptive_avg_pool2d(torch.cat([x, action], dim=1), CRITIC_GRID)
         x = F.leaky_relu(self.joint_norm(x), 0.2)
         return self.fc(self.body(x).flatten(1)).squeeze(1)

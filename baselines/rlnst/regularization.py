@@ -1,5 +1,7 @@
-"""RL-NST's compound temporal regularisation (Wang et al., "Consistent Video Style Transfer via Compound Regularization", AAAI 2020).
+"""RL-NST's compound temporal regularisation.
 
+From Wang et al., "Consistent Video Style Transfer via Compound
+Regularization" (AAAI 2020), as used by RL-NST's video model:
 zeta * || model(M(s) + noise) - M(model(s)) ||_1 (mean over pixels): a
 stylization step should commute with a small smooth motion M of its input and
 ignore small noise, so consecutive frames, which differ by such a motion,
@@ -45,10 +47,10 @@ class CompoundRegularizationConfig:
 
 
 def _box_blur(x: Tensor, size: int) -> Tensor:
-    """Mean over a size x size window, reflection at the borders, output the size of ``x``."""
+    """Mean over a size x size window (separably), reflection at the borders, output the size of ``x``."""
     left, right = size // 2, (size - 1) // 2
-    padded = F.pad(x, (left, right, left, right), mode="reflect")
-    return F.avg_pool2d(padded, size, stride=1)
+    x = F.avg_pool2d(F.pad(x, (left, right, 0, 0), mode="reflect"), (1, size), stride=1)
+    return F.avg_pool2d(F.pad(x, (0, 0, left, right), mode="reflect"), (size, 1), stride=1)
 
 
 def random_smooth_flow(

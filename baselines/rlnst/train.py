@@ -23,22 +23,22 @@ its update count are dropped. A non-finite loss stops training with
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from baselines.rlnst.agent import AgentConfig, RLNSTAgent
 from baselines.rlnst.data import ContentFrames, default_clips, default_photos, expand_images
+from baselines.rlnst.inference import FORMATS, save_model
 from baselines.rlnst.losses import RLNSTObjective
 from baselines.rlnst.models import Hidden, RLNST, RLNSTConfig
-from pipeline.images import atomic_output, load_image
+from baselines.training import Progress, RunFiles, json_friendly, mean_logs, restore_trainer, trainer_checkpoint
+from pipeline.images import load_image
+from pipeline.run_files import plot_curves, read_csv, save_checkpoint_atomic, write_csv
 from policies.sac_core import ReplayBuffer
 
 MODES = ("image", "video")
@@ -47,11 +47,11 @@ LOG_COLUMNS = (
     "update", "env_steps", "episodes", "elapsed_s", "reward", "critic_loss", "q", "actor_loss",
     "alpha", "alpha_loss", "log_prob", "content", "style", "tv", "temporal", "style_learning_loss",
 )
-CURVES = (
-    ("style_learning_loss", "style-learning loss"), ("content", "content (relu2_2 MSE)"),
-    ("style", "style (sum of Gram MSE)"), ("reward", "reward"), ("critic_loss", "critic loss"),
-    ("alpha", "entropy temperature"), ("temporal", "compound regularisation"),
-)
+CURVES: dict[str, tuple[str, ...]] = {  # panel title: logged columns
+    "style-learning loss": ("style_learning_loss",), "content (relu2_2 MSE)": ("content",),
+    "style (sum of Gram MSE)": ("style",), "reward": ("reward",), "critic loss": ("critic_loss",),
+    "entropy temperature": ("alpha",), "compound regularisation": ("temporal",),
+}
 
 
 @dataclass
@@ -85,6 +85,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not Path(self.style).is_file():
+            raise FileNotFoundError(f"style image {self.style} does not exist")
         positive = ("updates", "episode_steps", "clip_len", "update_every", "batch_size", "buffer_capacity",
                     "log_every", "checkpoint_every")
         bad = [name for name in positive if getattr(self, name) < 1]
@@ -105,25 +107,7 @@ class TrainConfig:
 
     def summary(self) -> dict:
         """JSON-friendly dict of the settings (stored in checkpoints)."""
-        def plain(value):
-            if isinstance(value, Path):
-                return str(value)
-            if isinstance(value, (list, tuple)):
-                return [plain(v) for v in value]
-            if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items()}
-            return value
-        return plain(dataclasses.asdict(self))
-
-
-@dataclass
-class Progress:
-    """Counters that survive a resume."""
-
-    updates: int = 0
-    env_steps: int = 0
-    episodes: int = 0
-    elapsed_s: float = 0.0
+        return json_friendly(dataclasses.asdict(self))
 
 
 @dataclass
@@ -136,78 +120,9 @@ class TrainResult:
     curves_path: Path
 
 
-@dataclass
-class _RunFiles:
-    out_dir: Path
-    model: Path = field(init=False)
-    trainer: Path = field(init=False)
-    log: Path = field(init=False)
-    curves: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.model = self.out_dir / "model.pt"
-        self.trainer = self.out_dir / "trainer.pt"
-        self.log = self.out_dir / "log.csv"
-        self.curves = self.out_dir / "curves.png"
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    with atomic_output(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    with atomic_output(path, suffix=path.suffix) as tmp:
-        tmp.write_text(text)
-
-
-def _read_log(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _write_log(rows: list[dict], path: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    _write_text_atomic(buffer.getvalue(), path)
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Training curves (one panel per logged quantity present) against the update count, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(key, title) for key, title in CURVES if any(row.get(key) not in (None, "") for row in rows)]
-    if not panels:
-        return
-    cols = 3
-    grid_rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(grid_rows, cols, figsize=(12, 3 * grid_rows), squeeze=False)
-    for ax, (key, title) in zip(axes.flat, panels):
-        points = [(float(r["update"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        ax.plot(*zip(*points))
-        ax.set_title(title)
-        ax.set_xlabel("update")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    with atomic_output(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-
-
-def model_checkpoint(model: RLNST, config: TrainConfig, progress: Progress) -> dict:
-    """What inference needs: architecture, weights and how the model was trained."""
+def training_info(config: TrainConfig, progress: Progress) -> dict:
+    """How the model was trained, stored in ``model.pt`` beside the weights (see ``inference.save_model``)."""
     return {
-        "format": "rlnst-model-v1",
-        "model_config": dataclasses.asdict(model.config),
-        "state_dict": model.state_dict(),
         "mode": config.mode,
         "style": str(config.style),
         "size": config.size,
@@ -224,62 +139,45 @@ def _check_resumable(saved: dict, config: TrainConfig) -> None:
             raise ValueError(f"cannot resume: the checkpoint was trained with {key}={old[key]!r}, now {new!r}")
 
 
-def _finite_or_raise(logs: dict[str, float], update: int, files: _RunFiles) -> None:
-    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(
-            f"RL-NST training diverged at update {update}: non-finite {bad}; "
-            f"the last good checkpoint is {files.trainer} (resume with a lower --lr, or a smaller style weight)"
-        )
+def _diverged(what: str, update: int, files: RunFiles) -> FloatingPointError:
+    last = f"the last good checkpoint is {files.trainer}" if files.trainer.exists() else "no checkpoint was written yet"
+    return FloatingPointError(
+        f"RL-NST training diverged at update {update}: {what}; {last} "
+        "(resume with a lower --lr or --style-weight)"
+    )
 
 
 def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = print) -> TrainResult:
     """Train an RL-NST model per ``config``; ``resume`` continues from ``out_dir/trainer.pt``."""
     log = log or (lambda _: None)
     cfg = config
-    files = _RunFiles(Path(cfg.out_dir))
-    files.out_dir.mkdir(parents=True, exist_ok=True)
-    if resume and not files.trainer.exists():
-        raise FileNotFoundError(f"nothing to resume: {files.trainer} does not exist")
-    if not resume and files.trainer.exists():
-        raise FileExistsError(f"{files.trainer} exists; pass resume=True (--resume) or choose another output folder")
+    files = RunFiles(Path(cfg.out_dir))
+    files.prepare(resume)
 
     torch.manual_seed(cfg.seed)
+    model = RLNST(cfg.model)  # first, so its initial weights depend on the seed only
     data_generator = torch.Generator().manual_seed(cfg.seed)
     agent_generator = torch.Generator().manual_seed(cfg.seed + 1)
     content = ContentFrames(cfg.clips, cfg.photos, cfg.size, cfg.max_frames, data_generator)
     objective = RLNSTObjective(load_image(cfg.style), style_size=cfg.style_size)
-    model = RLNST(cfg.model)
     agent = RLNSTAgent(model, objective, cfg.agent, agent_generator).to(cfg.device)
     buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, device="cpu")
     progress = Progress()
     rows: list[dict] = []
     if resume:
-        saved = torch.load(files.trainer, map_location=cfg.device, weights_only=False)
+        saved = torch.load(files.trainer, map_location=cfg.device, weights_only=True)
         _check_resumable(saved, cfg)
-        agent.load_state_dict(saved["agent"])
-        buffer.load_state_dict(saved["buffer"])
-        progress = Progress(**saved["progress"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        data_generator.set_state(saved["rng"]["data"])
-        rows = [r for r in _read_log(files.log) if int(r["update"]) <= progress.updates]
+        progress = restore_trainer(saved, agent, buffer, data_generator)
+        rows = [r for r in read_csv(files.log) if int(r["update"]) <= progress.updates]
         log(f"resumed from {files.trainer} at update {progress.updates}")
 
     def save() -> None:
-        _save_atomic(model_checkpoint(model, cfg, progress), files.model)
-        _save_atomic(
-            {
-                "format": "rlnst-trainer-v1",
-                "config": cfg.summary(),
-                "agent": agent.state_dict(),
-                "buffer": buffer.state_dict(),
-                "progress": dataclasses.asdict(progress),
-                "rng": {"torch": torch.get_rng_state(), "data": data_generator.get_state()},
-            },
-            files.trainer,
+        save_model(model, files.model, **training_info(cfg, progress))
+        save_checkpoint_atomic(
+            trainer_checkpoint(FORMATS[1], cfg.summary(), agent, buffer, progress, data_generator), files.trainer
         )
-        _write_log(rows, files.log)
-        plot_curves(rows, files.curves)
+        write_csv(rows, files.log, columns=LOG_COLUMNS)
+        plot_curves(rows, files.curves, CURVES, x_key="update", title_size=None)
 
     device = torch.device(cfg.device)
     hidden_channels = cfg.model.channels[2]
@@ -297,10 +195,14 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
                 with torch.no_grad():
                     out = model.step(state, Hidden(step_hidden, frame_hidden[k]))
                     reward = agent.reward(out.image)
+                if not torch.isfinite(reward).all():
+                    raise _diverged(f"non-finite reward {reward.tolist()}", progress.updates + 1, files)
                 transition = dict(
-                    content=frame.half(), state=state.half(), action=out.action, reward=reward,
+                    state=state.half(), action=out.action, reward=reward,
                     next_state=out.image.half(), done=torch.zeros(1, device=device),
                 )
+                if cfg.agent.anchor == "content":
+                    transition["content"] = frame.half()
                 if model.is_video:
                     zeros = frame.new_zeros(1, hidden_channels, cfg.size // 4, cfg.size // 4)
                     transition["step_hidden"] = (zeros if step_hidden is None else step_hidden).half()
@@ -313,20 +215,21 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
                 ready = progress.episodes >= cfg.bootstrap_episodes and len(buffer) >= cfg.batch_size
                 if not (ready and progress.env_steps % cfg.update_every == 0):
                     continue
-                batch = {k: v.to(device).float() for k, v in buffer.sample(cfg.batch_size).items()}
-                logs = agent.update(batch, progress.updates)
+                batch = {name: v.to(device).float() for name, v in buffer.sample(cfg.batch_size).items()}
+                try:
+                    logs = agent.update(batch, progress.updates)
+                except FloatingPointError as error:
+                    raise _diverged(str(error), progress.updates + 1, files) from error
                 progress.updates += 1
-                _finite_or_raise(logs, progress.updates, files)
                 pending.append(logs)
                 if progress.updates % cfg.log_every == 0 or progress.updates == cfg.updates:
                     progress.elapsed_s = time.perf_counter() - started
-                    row = {key: sum(p[key] for p in pending if key in p) / max(1, sum(key in p for p in pending))
-                           for key in LOG_COLUMNS if any(key in p for p in pending)}
+                    row = mean_logs(pending)
                     row.update(update=progress.updates, env_steps=progress.env_steps, episodes=progress.episodes,
                                elapsed_s=round(progress.elapsed_s, 2), reward=sum(rewards) / len(rewards))
                     rows.append(row)
                     pending, rewards = [], []
-                    _write_log(rows, files.log)
+                    write_csv(rows, files.log, columns=LOG_COLUMNS)
                     log(f"update {progress.updates}/{cfg.updates} ({progress.elapsed_s:.0f} s): "
                         f"loss {row['style_learning_loss']:.4g} content {row['content']:.4g} "
                         f"style {row['style']:.4g} reward {row['reward']:.4g}")

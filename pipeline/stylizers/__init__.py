@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.stylizers.base import Stylizer
 
 STYLIZERS = ("latent-wct", "diffusest")
 
 
 def build_stylizer(name: str, codec=None, alpha: float = 1.0, refine_steps: int = 0, model: str | None = None,
-                   device: str = "cpu", seed: int = 0) -> Stylizer:
+                   blip_diffusion: str | None = None, device: str = "cpu", **diffusest_options: Any) -> Stylizer:
     """The stylizer called ``name`` with its default components.
 
-    latent-wct: works on ``codec`` (default taef2), strength ``alpha``.
-    diffusest: Stable Diffusion 1.5 class model ``model`` (hub id or local folder).
+    latent-wct: on ``codec`` (default taef2), strength ``alpha``, ``refine_steps`` of latent optimisation.
+    diffusest: Stable Diffusion 1.5 class ``model`` (hub id or local folder; default SD 1.5),
+    optional ``blip_diffusion`` checkpoint for the style embedding, and DiffuseSTConfig
+    fields as ``diffusest_options`` (e.g. seed, prompt, num_inference_steps).
     """
     if name == "latent-wct":
         from pipeline.codecs import load_codec
@@ -20,9 +24,10 @@ def build_stylizer(name: str, codec=None, alpha: float = 1.0, refine_steps: int 
 
         return LatentWCT(codec or load_codec("taef2", device=device), LatentWCTConfig(alpha=alpha, refine_steps=refine_steps))
     if name == "diffusest":
-        from pipeline.stylizers.diffusest import DiffuseSTStylizer
+        from pipeline.stylizers.diffusest import DEFAULT_MODEL, DiffuseSTStylizer
 
-        return DiffuseSTStylizer.from_pretrained(model, device=device, seed=seed) if model else DiffuseSTStylizer.from_pretrained(device=device, seed=seed)
+        return DiffuseSTStylizer.from_pretrained(model or DEFAULT_MODEL, blip_diffusion=blip_diffusion, device=device,
+                                                 **diffusest_options)
     raise ValueError(f"unknown stylizer {name!r}; choose one of {', '.join(STYLIZERS)}")
 
 

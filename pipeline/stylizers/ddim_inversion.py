@@ -16,8 +16,26 @@ scheduler retraces the inverted trajectory.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler
+
+
+def ddim_from_config(config) -> DDIMScheduler:
+    """A DDIMScheduler from any diffusers scheduler's config (e.g. SD's PNDM one), checked for inversion.
+
+    A config without ``clip_sample`` (PNDM's) gets clip_sample=False: DDIM's
+    default (True) is meant for pixel-space models, never for latents.
+    """
+    from diffusers import DDIMScheduler  # deferred: diffusers is slow to import
+
+    scheduler = DDIMScheduler.from_config({"clip_sample": False, **dict(config)})
+    check_ddim_scheduler(scheduler)
+    return scheduler
 
 
 def check_ddim_scheduler(scheduler) -> None:
@@ -31,23 +49,15 @@ def check_ddim_scheduler(scheduler) -> None:
     if config.clip_sample or config.thresholding:
         raise ValueError("DDIM inversion of latents needs clip_sample=False and thresholding=False in the scheduler "
                          f"config (got clip_sample={config.clip_sample}, thresholding={config.thresholding})")
-    if config.prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"unsupported prediction_type {config.prediction_type!r}; expected 'epsilon' or 'v_prediction'")
+    if config.prediction_type != "epsilon":
+        raise ValueError(f"DDIM inversion is implemented for noise-predicting (prediction_type='epsilon') models "
+                         f"such as Stable Diffusion 1.5, got prediction_type={config.prediction_type!r}")
 
 
 def _previous_alpha(scheduler, timestep: int) -> Tensor:
     """alpha_cumprod of the level one sampling step below ``timestep`` (DDIMScheduler.step's rule)."""
     previous = timestep - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     return scheduler.alphas_cumprod[previous] if previous >= 0 else scheduler.final_alpha_cumprod
-
-
-def _clean_and_noise(prediction_type: str, model_output: Tensor, latents: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
-    """(predicted x_0, predicted eps) of ``latents`` at level ``alpha`` from the UNet's output."""
-    if prediction_type == "v_prediction":
-        clean = alpha.sqrt() * latents - (1 - alpha).sqrt() * model_output
-        noise = alpha.sqrt() * model_output + (1 - alpha).sqrt() * latents
-        return clean, noise
-    return (latents - (1 - alpha).sqrt() * model_output) / alpha.sqrt(), model_output
 
 
 @torch.no_grad()
@@ -66,7 +76,7 @@ def ddim_invert(
     uses); cond: encoder hidden states (1 or N, L, D) used at every step.
     stop_at: when given, stop after the latent of the first timestep >= stop_at
     (callers that need only the less noisy part of the trajectory).
-    Returns {timestep: latent (N,C,h,w) float32 at that noise level} for the
+    Returns {timestep: latent (N,C,h,w) float32 on the UNet's device at that noise level} for the
     sampling timesteps only, in ascending order of timestep; the largest one is
     the inverted noise x_T that sampling starts from.
     """
@@ -75,15 +85,16 @@ def ddim_invert(
         raise ValueError(f"latents must be (N,C,h,w), got {tuple(latents.shape)}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
-    scheduler.set_timesteps(num_steps, device=latents.device)
-    cond = cond.to(unet.device, unet.dtype).expand(latents.shape[0], -1, -1)
-    alphas = scheduler.alphas_cumprod.to(latents.device)
-    current = latents.float()
+    device = unet.device
+    scheduler.set_timesteps(num_steps, device=device)
+    cond = cond.to(device, unet.dtype).expand(latents.shape[0], -1, -1)
+    alphas = scheduler.alphas_cumprod.to(device)
+    current = latents.to(device, torch.float32)
     trajectory: dict[int, Tensor] = {}
     for timestep in scheduler.timesteps.flip(0).tolist():
-        alpha_prev = _previous_alpha(scheduler, timestep).to(latents.device)
-        output = unet(current.to(unet.dtype), timestep, encoder_hidden_states=cond).sample.float()
-        clean, noise = _clean_and_noise(scheduler.config.prediction_type, output, current, alpha_prev)
+        alpha_prev = _previous_alpha(scheduler, timestep).to(device)
+        noise = unet(current.to(unet.dtype), timestep, encoder_hidden_states=cond).sample.float()
+        clean = (current - (1 - alpha_prev).sqrt() * noise) / alpha_prev.sqrt()
         alpha = alphas[timestep]
         current = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
         trajectory[timestep] = current

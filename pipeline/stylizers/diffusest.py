@@ -20,14 +20,17 @@ Features (Tumanyan et al., CVPR 2023), with diffusers components:
    the text ``prompt``.
 
 DiffuseST's key idea is to *separate* the two injections in time: content
-first, style in the last part of the schedule. Its released code injects the
-style keys/values over the final ``alpha`` = 0.1 of the schedule ("alpha
-default to 0.1"; 0.2 "performs style injection for more steps") and the
-content ResBlock features and attention queries/keys over all steps before,
-into up_blocks 1-2 ResBlocks and the self-attention of up_blocks 1 (layers 1,
-2) to 3 (PnP's "decoder layers 4-11"). Those are the defaults below. For
-reference, PnP's own defaults are features on up_blocks.1.resnets.1 over the
-first 80% and queries/keys over the first 50% of the steps.
+first, style in the last part of the schedule. Its released code (README:
+"alpha default to 0.1", "--alpha 0.2: perform style injection for more
+steps"; run.py keeps the style's inverted latents only for the last alpha of
+the timesteps) injects the style keys/values over the final 10% of the
+schedule and the content ResBlock features and attention queries/keys over
+the steps before, into the ResBlocks of up_blocks 1-2 and the self-attention
+of up_blocks.1 (layers 1, 2) to up_blocks.3 (PnP's "decoder layers 4-11").
+Those are the defaults below (read from the code as mirrored in public forks;
+the paper's text was not at hand). PnP's own defaults, for reference:
+features on up_blocks.1.resnets.1 over the first 80% of the steps,
+queries/keys over the first 50%.
 
 Each frame is encoded and stylized on its own, so its latent depends only on
 that frame, the style image and the settings, not on the batch it came in
@@ -38,8 +41,10 @@ re-seeded with ``seed`` for every frame).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +54,7 @@ from tqdm.auto import tqdm
 
 from pipeline.images import restore_size, to_uint8
 from pipeline.stylizers.base import Stylizer
-from pipeline.stylizers.ddim_inversion import check_ddim_scheduler, ddim_invert
+from pipeline.stylizers.ddim_inversion import ddim_from_config, ddim_invert
 from pipeline.stylizers.pnp_injection import InjectionRecord, PnPInjector, StepPlan
 from pipeline.weights import WeightsNotFoundError
 
@@ -144,18 +149,24 @@ def fit_style(style_image: Tensor, size: tuple[int, int]) -> Tensor:
 def _load_component(loader: Callable[..., Any], source: str, subfolder: str | None, what: str) -> Any:
     """``loader(source, subfolder=...)``; WeightsNotFoundError naming ``what`` when it cannot be had."""
     path = Path(source).expanduser()
-    if path.is_dir() and subfolder is not None and not (path / subfolder).is_dir():
-        raise WeightsNotFoundError(f"{what}: the folder {path} has no {subfolder}/ subfolder (a diffusers folder "
-                                   f"written by save_pretrained or `huggingface-cli download` is expected)")
+    where = f" (subfolder {subfolder})" if subfolder else ""
+    if path.is_dir():
+        if subfolder is not None and not (path / subfolder).is_dir():
+            raise WeightsNotFoundError(f"{what}: the folder {path} has no {subfolder}/ subfolder (a diffusers folder "
+                                       f"written by save_pretrained or `huggingface-cli download` is expected)")
+        try:
+            return loader(str(path), subfolder=subfolder)
+        except (OSError, ValueError) as error:
+            raise WeightsNotFoundError(f"cannot load the {what} from the folder {path}{where}: {error}") from error
     try:
-        return loader(str(path) if path.is_dir() else source, subfolder=subfolder)
+        return loader(source, subfolder=subfolder)
     except (OSError, ValueError) as error:
         offline = os.environ.get("HF_HUB_OFFLINE")
         raise WeightsNotFoundError(
-            f"cannot load the {what} from '{source}'{f' (subfolder {subfolder})' if subfolder else ''}: no local "
-            f"folder of that name, and the Hugging Face hub gave no copy "
-            f"({'HF_HUB_OFFLINE=' + offline + '; ' if offline else ''}{str(error).splitlines()[0]}). On a machine "
-            f"with internet, download it (`huggingface-cli download {source} --local-dir DIR`) and pass DIR."
+            f"cannot load the {what} from '{source}'{where}: no local folder of that name, and the Hugging Face hub "
+            f"gave no copy ({'HF_HUB_OFFLINE=' + offline + '; ' if offline else ''}{str(error).splitlines()[0]}). "
+            f"On a machine with internet, download it (`huggingface-cli download {source} --local-dir DIR`) and "
+            f"pass DIR."
         ) from error
 
 
@@ -167,9 +178,12 @@ class BlipDiffusionStyleEncoder(nn.Module):
     prompt "a {subject} {prompt}" (repeated ``prompt_reps`` times, as
     ``BlipDiffusionPipeline._build_prompt``) at ``ctx_begin_pos``. DiffuseST
     uses an empty subject and prompt. forward: (1,3,H,W) in [0,1] -> (1,L,D)
-    encoder hidden states for the UNet. Not exercised by this repository's
-    tests: diffusers' deprecated BLIP-Diffusion Q-Former does not run under
-    transformers 5 (it calls PreTrainedModel methods removed there).
+    encoder hidden states for the UNet.
+
+    Untested here: diffusers' BLIP-Diffusion Q-Former (deprecated since
+    diffusers 0.36) calls PreTrainedModel methods that transformers 5 removed,
+    and diffusers 0.42 cannot run with transformers 4 (huggingface_hub
+    conflict); tests/test_diffusest.py runs it where the versions allow.
     """
 
     def __init__(self, qformer: nn.Module, text_encoder: nn.Module, tokenizer, image_processor, ctx_begin_pos: int = 2,
@@ -188,25 +202,24 @@ class BlipDiffusionStyleEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, **kwargs) -> BlipDiffusionStyleEncoder:
-        """Load the Q-Former, text encoder, tokenizer and image processor of a BLIP-Diffusion checkpoint.
+        """The Q-Former, text encoder, tokenizer and image processor of a BLIP-Diffusion checkpoint.
 
-        ``source``: hub id (e.g. "Salesforce/blipdiffusion") or local folder. The
-        Q-Former also loads the "bert-base-uncased" tokenizer from the hub cache.
+        ``source``: hub id (e.g. "Salesforce/blipdiffusion") or local folder; its
+        UNet and VAE are not loaded. The Q-Former also loads the
+        "bert-base-uncased" tokenizer (hub or cache) unless its config names one.
         """
         from diffusers.pipelines import BlipDiffusionPipeline
-        from diffusers.pipelines.deprecated.blip_diffusion.blip_image_processing import BlipImageProcessor
-        from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
-        from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
         from transformers import CLIPTokenizer
 
+        blip = importlib.import_module(BlipDiffusionPipeline.__module__)  # the module moved in diffusers 0.36
         source = str(source)
         what = "BLIP-Diffusion style encoder"
-        settings = _load_component(lambda s, subfolder: BlipDiffusionPipeline.load_config(s), source, None, what)
+        settings = _load_component(lambda path, subfolder: BlipDiffusionPipeline.load_config(path), source, None, what)
         return cls(
-            qformer=_load_component(Blip2QFormerModel.from_pretrained, source, "qformer", what),
-            text_encoder=_load_component(ContextCLIPTextModel.from_pretrained, source, "text_encoder", what),
+            qformer=_load_component(blip.Blip2QFormerModel.from_pretrained, source, "qformer", what),
+            text_encoder=_load_component(blip.ContextCLIPTextModel.from_pretrained, source, "text_encoder", what),
             tokenizer=_load_component(CLIPTokenizer.from_pretrained, source, "tokenizer", what),
-            image_processor=_load_component(BlipImageProcessor.from_pretrained, source, "image_processor", what),
+            image_processor=_load_component(blip.BlipImageProcessor.from_pretrained, source, "image_processor", what),
             ctx_begin_pos=settings.get("ctx_begin_pos", 2), mean=settings.get("mean"), std=settings.get("std"),
             model_id=source, **kwargs,
         )
@@ -230,9 +243,9 @@ class DiffuseSTStylizer(Stylizer):
     """DiffuseST per-frame stylizer on diffusers components (see the module docstring).
 
     unet: UNet2DConditionModel; scheduler: any diffusers scheduler, a
-    DDIMScheduler is built from its config (clip_sample and thresholding must
-    be off); codec: a ``pipeline.codecs.LatentCodec`` of the UNet's latent
-    space (``DiffusersCodec`` of the model's VAE or TAESD); text_encoder,
+    DDIMScheduler is built from its config (``ddim_from_config``: clip_sample
+    and thresholding must be off); codec: a ``pipeline.codecs.LatentCodec`` of
+    the UNet's latent space (``DiffusersCodec`` of its VAE, or TAESD); text_encoder,
     tokenizer: the CLIP text model and tokenizer of the UNet; style_encoder: an
     optional module mapping a style image (1,3,H,W) in [0,1] to the output
     branch's encoder hidden states (1,L,D), e.g. ``BlipDiffusionStyleEncoder``.
@@ -242,16 +255,13 @@ class DiffuseSTStylizer(Stylizer):
 
     def __init__(self, unet: nn.Module, scheduler, codec, text_encoder: nn.Module, tokenizer,
                  style_encoder: nn.Module | None = None, config: DiffuseSTConfig | None = None) -> None:
-        from diffusers import DDIMScheduler  # deferred: diffusers is slow to import
-
         super().__init__(codec)
         self.cfg = config or DiffuseSTConfig()
         if codec.latent_channels != unet.config.in_channels:
             raise ValueError(f"codec {codec.name!r} has {codec.latent_channels} latent channels but the UNet takes "
                              f"{unet.config.in_channels}; use the codec of the UNet's own autoencoder")
         self.unet = unet.eval().requires_grad_(False)
-        self.scheduler = DDIMScheduler.from_config(scheduler.config)
-        check_ddim_scheduler(self.scheduler)
+        self.scheduler = ddim_from_config(scheduler.config)
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.style_encoder = style_encoder.eval().requires_grad_(False) if style_encoder is not None else None
@@ -282,8 +292,10 @@ class DiffuseSTStylizer(Stylizer):
 
         dtype = dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
         source = str(model_id_or_folder)
-        unet = _load_component(UNet2DConditionModel.from_pretrained, source, "unet", "Stable Diffusion UNet")
-        scheduler = _load_component(DDIMScheduler.from_pretrained, source, "scheduler", "Stable Diffusion scheduler")
+        unet = _load_component(partial(UNet2DConditionModel.from_pretrained, torch_dtype=dtype), source, "unet",
+                               "Stable Diffusion UNet")
+        scheduler = ddim_from_config(
+            _load_component(DDIMScheduler.load_config, source, "scheduler", "Stable Diffusion scheduler"))
         if blip_diffusion is not None:
             style_encoder = BlipDiffusionStyleEncoder.from_pretrained(blip_diffusion).to(device, dtype)
             text_encoder, tokenizer = style_encoder.text_encoder, style_encoder.tokenizer
@@ -293,7 +305,7 @@ class DiffuseSTStylizer(Stylizer):
             tokenizer = _load_component(CLIPTokenizer.from_pretrained, source, "tokenizer", "CLIP tokenizer")
         codec = load_codec("sd-vae", model=source, device=device, dtype=dtype)
         settings = dataclasses.replace(config or DiffuseSTConfig(), **config_overrides)
-        return cls(unet.to(device, dtype), scheduler, codec, text_encoder.to(device, dtype), tokenizer,
+        return cls(unet.to(device), scheduler, codec, text_encoder.to(device, dtype), tokenizer,
                    style_encoder, settings)
 
     @property
@@ -301,7 +313,9 @@ class DiffuseSTStylizer(Stylizer):
         return self.unet.device
 
     def config(self) -> dict[str, Any]:
-        style = getattr(self.style_encoder, "model_id", type(self.style_encoder).__name__) if self.style_encoder else None
+        style = None
+        if self.style_encoder is not None:
+            style = getattr(self.style_encoder, "model_id", type(self.style_encoder).__name__)
         return {"stylizer": self.name, **asdict(self.cfg), "unet": self.unet.config.get("_name_or_path", ""),
                 "dtype": str(self.unet.dtype).removeprefix("torch."), "style_encoder": style}
 

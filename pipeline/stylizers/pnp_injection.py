@@ -130,13 +130,13 @@ class PnPInjector:
     """
 
     def __init__(self, unet: nn.Module, feature_layers: tuple[str, ...], attention_layers: tuple[str, ...]) -> None:
+        from diffusers.models.resnet import ResnetBlock2D  # deferred: diffusers is slow to import
+
         self.unet = unet
         self.feature_layers = tuple(feature_layers)
         self.attention_layers = tuple(attention_layers)
         self.plan: StepPlan | None = None
         self.records: list[InjectionRecord] = []
-        from diffusers.models.resnet import ResnetBlock2D  # deferred: diffusers is slow to import
-
         modules = dict(self.unet.named_modules())
         resnets = [name for name, module in modules.items() if isinstance(module, ResnetBlock2D)]
         for name in self.feature_layers:
@@ -148,11 +148,12 @@ class PnPInjector:
         for name in self.attention_layers:
             keys = [k for k in processors if k.startswith(f"{name}.") and k.endswith("attn1.processor")]
             if not keys:
-                holders = sorted({k.split(".transformer_blocks")[0] for k in processors if k.endswith("attn1.processor")})
+                holders = sorted({key.split(".transformer_blocks")[0] for key in processors
+                                  if key.endswith("attn1.processor")})
                 raise ValueError(f"attention layer {name!r} holds no self-attention (attn1) of this UNet; "
                                  f"modules with self-attention: {', '.join(holders)}")
             self._attention_keys.update({key: name for key in keys})
-        self._modules = modules
+        self._resnets = {name: modules[name] for name in self.feature_layers}
         self._original: dict | None = None
         self._handles: list = []
 
@@ -163,8 +164,8 @@ class PnPInjector:
             key: PnPSelfAttnProcessor(self, self._attention_keys[key]) if key in self._attention_keys else processor
             for key, processor in self._original.items()
         })
-        self._handles = [self._modules[name].conv2.register_forward_hook(self._feature_hook(name))
-                         for name in self.feature_layers]
+        self._handles = [resnet.conv2.register_forward_hook(self._feature_hook(name))
+                         for name, resnet in self._resnets.items()]
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,97 @@
+"""Step-wise RLMiniStyler stylization of frames with any style image, and loading trained models.
+
+``steps`` sets the degree of stylization: each step feeds the moving image
+back through the model (step 1 starts from the frame itself). Frames are
+stylized independently (the model has no temporal state), in batches. The
+style image is encoded once per call; by default it is first resized so its
+shorter side equals the frames' shorter side, the scale relation of training
+(content and style crops of the same size, each taken after resizing the
+image's shorter side to that size). Actions are the Gaussian means unless
+``deterministic=False``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
+# RL-NST's padding helper (private there; the same rule applies: multiples of 4, at least 8 px).
+from baselines.rlnst.inference import pad_to_multiple
+from pipeline.run_files import config_from_dict, load_model_checkpoint, save_model_checkpoint
+
+FORMATS = ("rlministyler-model-v1", "rlministyler-trainer-v1")
+
+
+def save_model(model: RLMiniStyler, path: str | os.PathLike, **training_info) -> Path:
+    """Write ``model`` as a ``model.pt`` (format ``rlministyler-model-v1``) that ``load_model`` reads, atomically.
+
+    ``training_info``: how the model was trained, stored beside the weights (``baselines.rlministyler.train``
+    stores styles, held_out_styles, size, episode_steps and updates).
+    """
+    return save_model_checkpoint(model, path, FORMATS[0], **training_info)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RLMiniStyler:
+    """An RLMiniStyler model (eval mode) from ``model.pt`` or ``trainer.pt`` of ``baselines.rlministyler.train``."""
+    raw, state = load_model_checkpoint(path, FORMATS, "RLMiniStyler", "baselines.rlministyler.train", device,
+                                       weights_only=False)
+    model = RLMiniStyler(config_from_dict(RLMiniStylerConfig, raw)).to(device)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def resize_style(style_image: Tensor, shorter_side: int) -> Tensor:
+    """``style_image`` (1,3,H,W) resized (bilinear, antialiased) so that min(H, W) == ``shorter_side``."""
+    height, width = style_image.shape[-2:]
+    scale = shorter_side / min(height, width)
+    size = (max(shorter_side, round(height * scale)), max(shorter_side, round(width * scale)))
+    if size == (height, width):
+        return style_image
+    return F.interpolate(style_image, size=size, mode="bilinear", align_corners=False, antialias=scale < 1).clamp(0, 1)
+
+
+@torch.no_grad()
+def stylize_frames(
+    model: RLMiniStyler,
+    frames: Tensor,
+    style_image: Tensor,
+    steps: int,
+    return_steps: bool = False,
+    style_size: int | None = None,
+    deterministic: bool = True,
+    batch_size: int = 8,
+) -> Tensor:
+    """Stylize ``frames`` (T,3,H,W) in [0,1], any size, with ``style_image`` (1,3,H,W) in [0,1] in ``steps`` steps.
+
+    Returns (T,3,H,W) in [0,1], or with ``return_steps`` every step's output
+    (steps,T,3,H,W), index k-1 = after k steps; same size and device as
+    ``frames``. ``style_size``: shorter side the style image is resized to
+    (None: the frames' shorter side, at least 16 px).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (T,3,H,W) in [0,1], got {tuple(frames.shape)}")
+    if style_image.dim() != 4 or style_image.shape[:2] != (1, 3):
+        raise ValueError(f"style_image must be one image (1,3,H,W) in [0,1], got {tuple(style_image.shape)}")
+    height, width = frames.shape[-2:]
+    device = next(model.parameters()).device
+    style = style_image.to(device=device, dtype=torch.float32)
+    code = model.style_code(resize_style(style, style_size or max(16, min(height, width))))
+    padded = pad_to_multiple(frames.to(device=device, dtype=torch.float32))
+    chunks = []
+    for batch in padded.split(batch_size):
+        outputs, state = [], batch
+        for _ in range(steps):
+            state = model.step(state, code, deterministic=deterministic).image
+            outputs.append(state)
+        chunks.append(torch.stack(outputs))
+    result = torch.cat(chunks, dim=1)[..., :height, :width].to(frames.device)
+    return result if return_steps else result[-1]

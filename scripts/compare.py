@@ -1,0 +1,78 @@
+"""Compare stylization methods against the frame-by-frame baseline on test clips, and write a report folder.
+
+Methods: baseline (frame-by-frame latent WCT), flow-blend (non-learned reference), trained policies
+(--policy NAME=RUN[,RUN2,...]: one run folder or checkpoint per training seed) and RL-NST models
+(--rlnst NAME=CHECKPOINT[,...]: run only on the style each was trained for). Default: the shared test
+clips with starry_night, 256 px wide, the first 24 frames.
+
+The report folder holds results.json, results.md (a table per metric: mean and 95% CI over clips,
+the paired difference to the baseline, and the spread over seeds), plots/ (bar charts, per-frame
+warping error), videos/ (content | baseline | each method, labelled) and index.html showing all of it.
+
+Example:
+    python scripts/compare.py --policy reinforce=runs/starry_night-reinforce-flow-s0 --out reports/starry
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.comparison import DEFAULT_CLIPS, DEFAULT_STYLES, CompareConfig, build_methods, run_comparison  # noqa: E402
+from rewards.clip_score import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
+from scripts._cli import run_cli  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="reports/compare", help="report folder (refused if not empty, see --overwrite)")
+    parser.add_argument("--clips", nargs="+", default=[str(p) for p in DEFAULT_CLIPS],
+                        help="videos (files or frame folders); default: the shared test clips")
+    parser.add_argument("--styles", nargs="+", default=[str(p) for p in DEFAULT_STYLES], help="style images (default starry_night)")
+    parser.add_argument("--policy", action="append", default=[], metavar="NAME=RUN[,RUN2,...]",
+                        help="a trained policy; several runs = several training seeds (repeatable)")
+    parser.add_argument("--rlnst", action="append", default=[], metavar="NAME=CHECKPOINT[,...]",
+                        help="an RL-NST model (model.pt or trainer.pt of baselines.rlnst.train), one per seed; "
+                             "run only on the style it was trained for (repeatable)")
+    parser.add_argument("--rlnst-steps", type=int, default=None, help="RL-NST refinement steps (default: as trained)")
+    parser.add_argument("--no-flow-blend", action="store_true", help="leave out the flow-blend reference")
+    parser.add_argument("--flow-blend-factor", type=float, default=0.5, help="flow-blend pull factor in [0,1] (default 0.5)")
+    parser.add_argument("--width", type=int, default=256, help="frame width in pixels (default 256)")
+    parser.add_argument("--max-frames", type=int, default=24, help="first N frames of each clip; 0 = all (default 24)")
+    parser.add_argument("--clip-model", default=DEFAULT_MODEL, help=f"open_clip model (default {DEFAULT_MODEL})")
+    parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED,
+                        help=f"pretrained tag or checkpoint file (default {DEFAULT_PRETRAINED})")
+    parser.add_argument("--no-clip", action="store_true", help="skip the CLIP metrics")
+    parser.add_argument("--cache-dir", default=None, help="latent cache folder (default $VSTYLE_CACHE or ~/.cache/vstyle/latents)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the latent cache")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a report folder that is not empty")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 0:
+        raise ValueError(f"--max-frames must be >= 0 (0 = all), got {args.max_frames}")
+    methods = build_methods(args.policy, args.rlnst, not args.no_flow_blend, args.flow_blend_factor, args.rlnst_steps)
+    config = CompareConfig(
+        out=args.out, clips=args.clips, styles=args.styles, width=args.width, max_frames=args.max_frames or None,
+        device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache, clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained, use_clip=not args.no_clip, seed=args.seed, overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    results = run_comparison(config, methods)
+    print(f"wrote {Path(args.out) / 'index.html'} ({len(results['items'])} evaluations); tables in {Path(args.out) / 'results.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    run_cli(main)
