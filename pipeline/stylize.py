@@ -90,7 +90,8 @@ class StylizationPipeline:
             return StylizedClip(baseline, baseline), state
         from policies.rollout import apply_policy_to_chunk
 
-        refined, state = apply_policy_to_chunk(self.policy, latents, frames, state, flow_model=self.flow_model)
+        refined, state = apply_policy_to_chunk(self.policy, latents, frames, state, flow_model=self.flow_model,
+                                               codec=self.codec)
         return StylizedClip(baseline, self.codec.decode(refined.to(device)).cpu()), state
 
     def stylize_clip(self, frames: Tensor, style_image: Tensor) -> StylizedClip:
