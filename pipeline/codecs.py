@@ -122,17 +122,18 @@ class TAEF2Codec(LatentCodec):
     (std ~0.85) are the unit space.
     """
 
-    def __init__(self, weights_dir: str | os.PathLike | None = None, batch_size: int = 8) -> None:
+    def __init__(self, weights_dir: str | os.PathLike | None = None, batch_size: int = 2) -> None:
         encoder, decoder = load_taef2(weights_dir)
         super().__init__("taef2", encoder[-1].out_channels, "madebyollin/taesd:taef2", batch_size)
-        self.encoder = encoder
-        self.decoder = decoder
+        # channels-last convolutions: ~20% faster on the CPU (256 px: 255 -> 200 ms encode per frame)
+        self.encoder = encoder.to(memory_format=torch.channels_last)
+        self.decoder = decoder.to(memory_format=torch.channels_last)
 
     def _encode_chunk(self, images: Tensor) -> Tensor:
-        return self.encoder(images)
+        return self.encoder(images.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def _decode_chunk(self, latents: Tensor) -> Tensor:
-        return self.decoder(latents)
+        return self.decoder(latents.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 def _diffusers_class(name: str) -> type:
@@ -225,7 +226,7 @@ def load_codec(
     model: str | os.PathLike | nn.Module | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    batch_size: int = 8,
+    batch_size: int = 2,
 ) -> LatentCodec:
     """A frozen codec in eval mode on ``device``/``dtype``.
 

@@ -37,6 +37,7 @@ from pipeline.images import ImageReadError, atomic_output, load_image_array, to_
 PathLike = str | os.PathLike
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_FOLDER_FPS = 24.0
 DEFAULT_CRF = 18
 _READ_BATCH = 16  # frames decoded per call when reading a whole video
@@ -150,6 +151,26 @@ def _frames_to_read(info: VideoInfo, max_frames: int | None) -> int:
     if max_frames <= 0:
         raise ValueError(f"max_frames must be a positive number of frames or None, got {max_frames}")
     return min(info.num_frames, int(max_frames))
+
+
+def list_videos(folder: PathLike) -> list[Path]:
+    """Video files and folders of numbered frames in ``folder``, sorted by name (hidden entries skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"video folder {folder} does not exist")
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
+            found.append(entry)
+        elif entry.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
+            found.append(entry)
+    if not found:
+        raise ValueError(
+            f"no videos in {folder}: expected video files ({', '.join(VIDEO_EXTENSIONS)}) or folders of numbered frames"
+        )
+    return found
 
 
 def video_info(path: PathLike, folder_fps: float = DEFAULT_FOLDER_FPS) -> VideoInfo:

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.images import atomic_output, load_image, resize_to_width
-from pipeline.video_io import IMAGE_EXTENSIONS, read_video
+from pipeline.video_io import list_videos, read_video
 from policies.base import algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
 from policies.flow_cache import FlowCache
@@ -50,7 +50,6 @@ from policies.run_log import RunLog
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
 DEFAULT_VIDEOS = SHARED / "data" / "videos" / "train"
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 CHECKPOINT = "last.pt"
 MIN_SIDE = 32  # LPIPS-alex's smallest input
 # settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads may change)
@@ -95,25 +94,11 @@ class TrainConfig:
 
 
 def find_videos(folder: str | os.PathLike) -> list[Path]:
-    """Video files and folders of numbered frames in ``folder``, sorted by name."""
+    """Training clips in ``folder`` (``pipeline.video_io.list_videos``); the shared test clips are refused."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"video folder {folder} does not exist")
     if folder.name == "test" and folder.parent.name == "videos":
         raise ValueError(f"{folder} holds the test clips; training on them is not allowed (use videos/train)")
-    found = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and entry.suffix.lower() in VIDEO_EXTENSIONS:
-            found.append(entry)
-        elif entry.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
-            found.append(entry)
-    if not found:
-        raise ValueError(
-            f"no videos in {folder}: expected video files ({', '.join(VIDEO_EXTENSIONS)}) or folders of numbered frames"
-        )
-    return found
+    return list_videos(folder)
 
 
 def load_windows(videos: list[Path], size: int, max_frames: int) -> list[tuple[str, torch.Tensor]]:

@@ -78,3 +78,21 @@ def test_entry_of_another_key_is_not_used(tmp_path, clip, codec, caplog):
     cache.latents(weak, frames, style)
     assert weak.calls == 3
     assert "another key" in caplog.text
+
+
+def test_extract_latents_fills_the_cache_that_the_pipeline_then_reads(tmp_path, data_dir):
+    from scripts import extract_latents
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "alley").symlink_to(data_dir / "videos" / "test" / "sintel_alley")
+    style = data_dir / "styles" / "udnie.jpg"
+    argv = ["--videos", str(clips), "--style", str(style), "--size", "64", "--chunk", "4", "--cache-dir", str(tmp_path / "c")]
+    assert extract_latents.main(argv) == 3  # 10 frames in chunks of 4
+    assert len(list((tmp_path / "c").glob("*.safetensors"))) == 3
+    frames = resize_to_width(read_video(clips / "alley", max_frames=4)[0], 64)
+    stylizer = CountingWCT(load_codec("taef2"))
+    LatentCache(tmp_path / "c").latents(stylizer, frames, load_image(style))
+    assert stylizer.calls == 0
+    with pytest.raises(ValueError, match="no videos"):
+        extract_latents.main([*argv[:1], str(tmp_path / "c"), *argv[2:]])
