@@ -27,9 +27,12 @@ MAX_DEFAULT_WIDTH = 512
 
 @dataclass
 class StylizedClip:
-    """Frames (T,3,H,W) in [0,1] of the frame-by-frame baseline and of the result, at the working size."""
+    """Frames (T,3,H,W) in [0,1] of the frame-by-frame baseline and of the result, at the working size.
 
-    baseline: Tensor
+    ``baseline`` is None where the caller asked not to decode it (``stylize_chunk``).
+    """
+
+    baseline: Tensor | None
     result: Tensor
 
 
@@ -77,21 +80,26 @@ class StylizationPipeline:
             return self.stylizer.stylize(frames, style_image)
 
     @torch.no_grad()
-    def stylize_chunk(self, frames: Tensor, style_image: Tensor, state: Any = None) -> tuple[StylizedClip, Any]:
+    def stylize_chunk(
+        self, frames: Tensor, style_image: Tensor, state: Any = None, decode_baseline: bool = True
+    ) -> tuple[StylizedClip, Any]:
         """Stylize consecutive frames (t,3,H,W) at their size (multiples of 8).
 
         ``state`` carries what the policy needs from the previous chunk; pass the
         returned state with the next chunk of the same video, None at its start.
+        ``decode_baseline=False`` skips decoding the baseline latents when a
+        policy refines them (the clip's ``baseline`` is then None).
         """
         latents = self.baseline_latents(frames, style_image)
         device = next(self.codec.parameters()).device
-        baseline = self.codec.decode(latents.to(device)).cpu()
         if self.policy is None:
+            baseline = self.codec.decode(latents.to(device)).cpu()
             return StylizedClip(baseline, baseline), state
         from policies.rollout import apply_policy_to_chunk
 
         refined, state = apply_policy_to_chunk(self.policy, latents, frames, state, flow_model=self.flow_model,
                                                codec=self.codec)
+        baseline = self.codec.decode(latents.to(device)).cpu() if decode_baseline else None
         return StylizedClip(baseline, self.codec.decode(refined.to(device)).cpu()), state
 
     def stylize_clip(self, frames: Tensor, style_image: Tensor) -> StylizedClip:
@@ -122,7 +130,7 @@ class StylizationPipeline:
 
         def process(frames: Tensor) -> list[Tensor]:
             nonlocal state
-            clip, state = self.stylize_chunk(frames, style_image, state)
+            clip, state = self.stylize_chunk(frames, style_image, state, decode_baseline=side_by_side)
             return [frames, clip.baseline, clip.result] if side_by_side else [clip.result]
 
         return stream_video(video_path, out_path, process, size=size, overwrite=overwrite, max_frames=max_frames,
