@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.precision import Precision, autocast, resolve_precision
 from pipeline.taef2 import load_taef2
 from pipeline.weights import WeightsNotFoundError
 
@@ -43,6 +44,8 @@ class LatentCodec(nn.Module, ABC):
     images, roughly [0,1]; clamping is done here). Both directions are
     differentiable; callers wrap them in ``torch.no_grad()`` when they want.
     Results are on the codec's device, in the input's floating dtype.
+    ``precision`` ("fp32" or "bf16", see ``pipeline.precision``) is the compute
+    precision: bf16 runs the network under autocast with fp32 weights.
     """
 
     downscale: int = 8
@@ -55,6 +58,7 @@ class LatentCodec(nn.Module, ABC):
         self.latent_channels = latent_channels
         self.model_id = model_id
         self.batch_size = batch_size
+        self.precision: Precision = "fp32"
 
     @abstractmethod
     def _encode_chunk(self, images: Tensor) -> Tensor:
@@ -74,7 +78,8 @@ class LatentCodec(nn.Module, ABC):
 
     def config(self) -> dict[str, Any]:
         """What identifies this codec's latent space (part of latent cache keys)."""
-        return {"name": self.name, "model": self.model_id, "dtype": str(self.dtype).removeprefix("torch.")}
+        return {"name": self.name, "model": self.model_id, "dtype": str(self.dtype).removeprefix("torch."),
+                "precision": self.precision}
 
     def encode(self, images: Tensor) -> Tensor:
         """Latents (N,C,H/8,W/8) of ``images`` (N,3,H,W) in [0,1]; H, W multiples of 8."""
@@ -100,7 +105,8 @@ class LatentCodec(nn.Module, ABC):
 
     def _chunked(self, fn: Callable[[Tensor], Tensor], batch: Tensor) -> Tensor:
         device, dtype = self.device, self.dtype
-        outputs = [fn(chunk.to(device, dtype)) for chunk in batch.split(self.batch_size)]
+        with autocast(self.precision, device):
+            outputs = [fn(chunk.to(device, dtype)) for chunk in batch.split(self.batch_size)]
         return torch.cat(outputs).to(batch.dtype)
 
 
@@ -227,8 +233,12 @@ def load_codec(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     batch_size: int = 2,
+    precision: str = "auto",
 ) -> LatentCodec:
     """A frozen codec in eval mode on ``device``/``dtype``.
+
+    ``precision``: "auto" (bf16 autocast where ``device`` runs it natively,
+    else fp32), "fp32" or "bf16"; only fp32 weights take bf16 autocast.
 
     ``model``: for ``taef2`` a folder holding ``taef2_encoder.pth`` and
     ``taef2_decoder.pth`` (default: ``pipeline.weights`` lookup); for
@@ -248,4 +258,8 @@ def load_codec(
     else:
         vae, model_id = load_diffusers_vae(name, model)
         codec = DiffusersCodec(vae, name=name, model_id=model_id, batch_size=batch_size)
-    return codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if precision == "bf16" and dtype != torch.float32:
+        raise ValueError(f"precision 'bf16' runs fp32 weights under autocast; got dtype {dtype}, use precision='fp32'")
+    codec = codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    codec.precision = resolve_precision(precision, device) if dtype == torch.float32 else "fp32"
+    return codec

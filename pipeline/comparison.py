@@ -4,7 +4,8 @@ Methods (``MethodSpec``):
 - ``baseline``: the frame-by-frame latent-WCT stylization (``StylizationPipeline`` without a policy);
 - ``flow-blend``: the non-learned reference policy ``policies.references.FlowBlendPolicy``;
 - ``policy``: trained policies (``policies.base.load_policy``), one run per training seed;
-- ``rlnst``: RL-NST models (``baselines.rlnst``), one checkpoint per seed, run only on the style they were trained for.
+- ``rlnst``: RL-NST models (``baselines.rlnst``), one checkpoint per seed, run only on the style they were trained for;
+- ``rlministyler``: RLMiniStyler models (``baselines.rlministyler``), one checkpoint per seed, run on every style.
 
 All latent methods share one ``StylizationPipeline`` set-up and its latent
 cache, so the baseline latents of a (clip, style) are computed once. Every
@@ -32,13 +33,14 @@ from pipeline.images import load_image, resize_to_width
 from pipeline.stats import mean_ci
 from pipeline.stylizers.base import tensor_digest
 from pipeline.video_io import read_video
+from rewards.reward import RewardWeights
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
 DEFAULT_CLIPS = tuple(SHARED / "data" / "videos" / "test" / name for name in ("wolf.mp4", "sintel_mountain_2", "sintel_alley"))
 DEFAULT_STYLES = (SHARED / "data" / "styles" / "starry_night.jpg",)
 RESERVED = ("baseline", "flow-blend", "content")
-METHOD_KINDS = ("baseline", "flow-blend", "policy", "rlnst")
+METHOD_KINDS = ("baseline", "flow-blend", "policy", "rlnst", "rlministyler")
 
 Runner = Callable[[Tensor, Tensor, str], Tensor | None]
 
@@ -65,32 +67,56 @@ def parse_named_sources(text: str, flag: str) -> tuple[str, tuple[str, ...]]:
     return name.strip(), sources
 
 
+def parse_flow_blend(text: str) -> dict[str, Any]:
+    """``FACTOR[:WARP]`` (e.g. ``0.5``, ``0.7:pixel``) -> the flow-blend options {factor, flow_warp}."""
+    from policies.observations import FLOW_WARPS
+
+    factor, _, warp = text.partition(":")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = float("nan")
+    warp = warp or "latent"
+    if not 0.0 <= value <= 1.0 or warp not in FLOW_WARPS:
+        raise ValueError(f"--flow-blend expects FACTOR[:WARP] with FACTOR in [0,1] and WARP one of "
+                         f"{', '.join(FLOW_WARPS)}, got {text!r}")
+    return {"factor": value, "flow_warp": warp}
+
+
 def build_methods(
     policies: Sequence[str] = (),
     rlnst: Sequence[str] = (),
-    flow_blend: bool = True,
-    flow_blend_factor: float = 0.5,
+    flow_blends: Sequence[str] = ("0.5",),
     rlnst_steps: int | None = None,
+    rlministyler: Sequence[str] = (),
+    rlministyler_steps: int | None = None,
 ) -> list[MethodSpec]:
-    """The method list of a comparison: baseline, flow-blend (unless disabled), ``--policy`` and ``--rlnst`` entries."""
+    """The method list of a comparison: baseline, the flow-blend references (``parse_flow_blend`` specs;
+    one is named ``flow-blend``, several ``flow-blend-WARP-FACTOR``), ``--policy``, ``--rlnst`` and
+    ``--rlministyler`` entries (``*_steps``: refinement steps, None = as trained)."""
     methods = [MethodSpec("baseline", "baseline")]
-    if flow_blend:
-        methods.append(MethodSpec("flow-blend", "flow-blend", options={"factor": flow_blend_factor}))
+    for text in flow_blends:
+        options = parse_flow_blend(text)
+        name = "flow-blend" if len(flow_blends) == 1 else f"flow-blend-{options['flow_warp']}-{options['factor']:g}"
+        methods.append(MethodSpec(name, "flow-blend", options=options))
     for text in policies:
         name, sources = parse_named_sources(text, "--policy")
         methods.append(MethodSpec(name, "policy", sources))
     for text in rlnst:
         name, sources = parse_named_sources(text, "--rlnst")
         methods.append(MethodSpec(name, "rlnst", sources, {"steps": rlnst_steps}))
-    names = [m.name for m in methods]
-    for method in methods[1 + flow_blend :]:
+    for text in rlministyler:
+        name, sources = parse_named_sources(text, "--rlministyler")
+        methods.append(MethodSpec(name, "rlministyler", sources, {"steps": rlministyler_steps}))
+    for method in methods[1 + len(flow_blends) :]:
         if method.name in RESERVED:
             raise ValueError(f"method name {method.name!r} is reserved; choose another NAME")
-        if names.count(method.name) > 1:
-            raise ValueError(f"method name {method.name!r} is given twice")
         for source in method.sources:
             if not Path(source).exists():
                 raise FileNotFoundError(f"{method.name}: {source} does not exist")
+    names = [m.name for m in methods]
+    if len(set(names)) < len(names):
+        raise ValueError(f"method name(s) given twice: {sorted({n for n in names if names.count(n) > 1})}")
     return methods
 
 
@@ -168,8 +194,7 @@ def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> t
     from baselines.rlnst.inference import load_model, stylize_frames
 
     model = load_model(checkpoint, device=device)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    settings = saved["config"] if saved.get("format") == "rlnst-trainer-v1" else saved
+    settings = _training_settings(checkpoint, "rlnst-trainer-v1", weights_only=True)
     steps = steps or int(settings["episode_steps"])
     trained_style = Path(settings["style"]).stem
 
@@ -179,6 +204,28 @@ def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> t
         return stylize_frames(model, frames.to(device), steps).cpu()
 
     return run, {"trained_style": trained_style, "steps": steps}
+
+
+def _rlministyler_runner(checkpoint: str, steps: int | None, device: torch.device) -> tuple[Runner, dict[str, Any]]:
+    """Runner of an RLMiniStyler model (``model.pt`` or ``trainer.pt`` of ``baselines.rlministyler.train``):
+    any style image, ``steps`` refinement steps (default: its training episode length)."""
+    from baselines.rlministyler.inference import load_model, stylize_frames
+
+    model = load_model(checkpoint, device=device)
+    settings = _training_settings(checkpoint, "rlministyler-trainer-v1", weights_only=False)  # as its load_model
+    steps = steps or int(settings["episode_steps"])
+    trained_styles = sorted(Path(p).stem for p in settings["styles"])
+
+    def run(frames: Tensor, style: Tensor, style_name: str) -> Tensor:
+        return stylize_frames(model, frames.to(device), style.to(device), steps).cpu()
+
+    return run, {"trained_styles": trained_styles, "steps": steps}
+
+
+def _training_settings(checkpoint: str, trainer_format: str, weights_only: bool) -> dict[str, Any]:
+    """The training settings stored in a baseline's ``model.pt`` (beside the weights) or ``trainer.pt`` (its config)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=weights_only)
+    return saved["config"] if saved.get("format") == trainer_format else saved
 
 
 class MemoFlow(torch.nn.Module):
@@ -231,7 +278,7 @@ def prepare_methods(methods: list[MethodSpec], stylizer, cache, flow_model, devi
         if spec.kind == "baseline":
             runs.append(MethodRun(spec, 0, None, _policy_runner(None, stylizer, cache, flow_model)))
         elif spec.kind == "flow-blend":
-            policy = FlowBlendPolicy(FlowBlendConfig(codec.latent_channels, factor=spec.options["factor"])).to(device)
+            policy = FlowBlendPolicy(FlowBlendConfig(codec.latent_channels, **spec.options)).to(device)
             runs.append(MethodRun(spec, 0, None, _policy_runner(policy, stylizer, cache, flow_model)))
         elif spec.kind == "policy":
             for index, source in enumerate(spec.sources):
@@ -245,6 +292,10 @@ def prepare_methods(methods: list[MethodSpec], stylizer, cache, flow_model, devi
         elif spec.kind == "rlnst":
             for index, source in enumerate(spec.sources):
                 runner, info = _rlnst_runner(source, spec.options.get("steps"), device)
+                runs.append(MethodRun(spec, index, source, runner, info))
+        elif spec.kind == "rlministyler":
+            for index, source in enumerate(spec.sources):
+                runner, info = _rlministyler_runner(source, spec.options.get("steps"), device)
                 runs.append(MethodRun(spec, index, source, runner, info))
         else:
             raise ValueError(f"unknown method kind {spec.kind!r}; known: {', '.join(METHOD_KINDS)}")
@@ -303,6 +354,29 @@ def summarize(items: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
     return summary
 
 
+def add_combined_reward(items: list[dict[str, Any]], weights: RewardWeights = RewardWeights()) -> None:
+    """Add the metric ``reward`` to the ``items`` of one (clip, style), in place: DESIGN.md's combined reward
+    r_t = -(w_s L_style/S + w_c L_content/C + w_t L_temp/T) per frame t >= 1, from the evaluation metrics
+    (Gram style loss, LPIPS to the content, temporal L1 of the pair (t-1, t)), with (S, C, T) the
+    frame-by-frame baseline's means on this clip (as ``rewards.reward.RewardScales.from_terms``): the
+    baseline scores -(w_s + w_c + w_t). Nothing is added when the baseline is not among the items."""
+    baseline = next((item for item in items if item["method"] == "baseline"), None)
+    if baseline is None:
+        return
+
+    def terms(item: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        metrics = item["metrics"]
+        return (torch.tensor(metrics["style_gram"]["per_frame"][1:]), torch.tensor(metrics["lpips_content"]["per_frame"][1:]),
+                torch.tensor(metrics["temporal_l1"]["per_frame"]))
+
+    scales = [term.mean().clamp_min(1e-6) for term in terms(baseline)]
+    for item in items:
+        style, content, temporal = terms(item)
+        reward = -(weights.style * style / scales[0] + weights.content * content / scales[1]
+                   + weights.temporal * temporal / scales[2])
+        item["metrics"]["reward"] = {"mean": float(reward.mean()), "per_frame": reward.tolist()}
+
+
 def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str, Any]:
     """Run ``methods`` on every clip x style, score them, and write the report folder ``config.out``.
 
@@ -338,6 +412,7 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
         flow_model.clear()
         for style_name, style in styles.items():
             outputs: dict[str, Tensor] = {}
+            first_item = len(items)
             for run in runs:
                 bar.set_postfix_str(f"{name} / {style_name} / {run.spec.name}")
                 stylized = run.runner(frames, style, style_name)
@@ -351,6 +426,7 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
                               "source": run.source,
                               "metrics": scores["metrics"], "reference": scores["reference"]})
                 outputs.setdefault(run.spec.name, stylized)
+            add_combined_reward(items[first_item:])
             panels.append(report.write_clip_media(folder, name, style_name, frames, outputs, fps))
     bar.close()
     method_names = [m.name for m in methods]

@@ -75,6 +75,8 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("clip_content", "CLIP similarity to content", "higher", "frame"),
     MetricInfo("clip_style", "CLIP similarity to style", "higher", "frame"),
     MetricInfo("clip_consecutive", "CLIP similarity of consecutive frames", "higher", "pair"),
+    # relative to the frame-by-frame baseline of the same clip: computed by pipeline.comparison.add_combined_reward
+    MetricInfo("reward", "Combined reward (10 style + 1 LPIPS + 10 temporal L1, each / the baseline's)", "higher", "pair"),
 )
 METRIC_INFO = {m.key: m for m in METRICS}
 REFERENCE_OF = {

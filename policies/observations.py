@@ -114,11 +114,12 @@ def pixel_warped_latent(
             f"previous frame {tuple(prev_frame.shape)} and pixel flow {tuple(pixel_flow.shape)} differ in size"
         )
     warped_frame = backward_warp(prev_frame, pixel_flow.to(prev_frame)).clamp(0, 1)
-    warped = codec.encode(warped_frame).to(prev_frame.dtype)
-    if round_trip and prev_output is not None:
-        residual = prev_output - codec.encode(prev_frame).to(prev_output)
-        warped = warped + backward_warp(residual, resize_flow(pixel_flow.to(residual), tuple(residual.shape[-2:])))
-    return warped
+    if not round_trip or prev_output is None:
+        return codec.encode(warped_frame).to(prev_frame.dtype)
+    # one encoder call for both images: E(warp(S_{t-1})) and E(S_{t-1})
+    warped, reencoded = codec.encode(torch.cat([warped_frame, prev_frame])).to(prev_output).chunk(2)
+    residual = prev_output - reencoded
+    return warped + backward_warp(residual, resize_flow(pixel_flow.to(residual), tuple(residual.shape[-2:])))
 
 
 def flow_observation(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from policies.base import Policy, register_policy
-from policies.observations import observation_channels
+from policies.observations import check_flow_warp, observation_channels
 
 
 def _check_obs(policy: Policy, obs: Tensor) -> None:
@@ -45,8 +45,10 @@ class FlowBlendConfig:
     latent_channels: int
     factor: float = 0.5
     observation: str = "flow"
+    flow_warp: str = "latent"
 
     def __post_init__(self) -> None:
+        check_flow_warp(self.flow_warp)
         if self.observation != "flow":
             raise ValueError("FlowBlendPolicy reads the 'flow' observation")
         if not 0.0 <= self.factor <= 1.0:

@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.images import atomic_output, load_image, resize_to_width
+from pipeline.precision import resolve_precision
 from pipeline.video_io import list_videos, read_video
 from policies.base import algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
@@ -53,12 +54,22 @@ DEFAULT_VIDEOS = SHARED / "data" / "videos" / "train"
 CHECKPOINT = "last.pt"
 MIN_SIDE = 32  # LPIPS-alex's smallest input
 # settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads may change)
+# What the default agent (REINFORCE on flow observations) trains with unless --option says otherwise: the blend
+# head over the pixel-space warp, starting at a flow-blend of factor 0.7, its blend bias learned at 1e-3. From the
+# baseline (init_alpha 0.02) REINFORCE raised the blend too slowly: warping error -3% after 2 epochs at 128 px,
+# against -49% for this start (runs/exp_a02 vs exp_a07, starry_night, shared train clips).
+RECOMMENDED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("reinforce", "flow"): {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "scalar_lr": 1e-3},
+}
 RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer", "algo_options")
 
 
 @dataclass
 class TrainConfig:
-    """Settings of a training run (saved as the run folder's config.json)."""
+    """Settings of a training run (saved as the run folder's config.json).
+
+    ``algo_options`` are merged over ``RECOMMENDED_OPTIONS`` of (algo, obs): the saved config holds them all.
+    """
 
     style: str
     out: str
@@ -76,6 +87,7 @@ class TrainConfig:
     eval_every: int = 1
     threads: int | None = None
     cache_dir: str | None = None
+    precision: str = "auto"
     algo_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        resolve_precision(self.precision, self.device)  # raises on an unknown name
+        self.algo_options = {**RECOMMENDED_OPTIONS.get((self.algo, self.obs), {}), **self.algo_options}
 
 
 def find_videos(folder: str | os.PathLike) -> list[Path]:
@@ -191,10 +205,10 @@ class Trainer:
         from rewards.vgg import VGG16Features
 
         style = self.style_image = self.style_image.to(self.device)
-        codec = load_codec(self.config.codec, device=self.device)
+        codec = load_codec(self.config.codec, device=self.device, precision=self.config.precision)
         stylizer = build_stylizer(self.config.stylizer, codec=codec, device=str(self.device), seed=self.config.seed)
         weights = RewardWeights(*self.config.weights)
-        reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features().to(self.device), style), LPIPSDistance(), weights)
+        reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features(precision=self.config.precision).to(self.device), style), LPIPSDistance(), weights)
         return codec, stylizer, reward.to(self.device)
 
     def _prepare_clips(self, stylizer, reward) -> list[ClipData]:

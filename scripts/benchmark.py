@@ -4,14 +4,16 @@ Prints, measured side by side in one run and labelled with the device:
   1. stylization fps of the frame-by-frame baseline and of the same pipeline with a policy
      (flow observation: RAFT content flows + policy network + a second decode), their ratio, and the
      policy overhead in ms per frame split into its parts;
-  2. training transitions per second of each algorithm (REINFORCE, SAC) on one clip window
-     (environment + algorithm from policies, a few episodes), and the ratio of a training
-     transition to an inference frame;
-  3. peak memory stylizing a short and a long clip with the policy, each in a fresh process, and their ratio.
+  2. training transitions per second of each algorithm (REINFORCE, SAC; train_policy.py's default
+     options) on one clip window at each training width (environment + algorithm from policies, a
+     few episodes), and where a REINFORCE transition's time goes;
+  3. the same through train_policy.py (its defaults, the shared training clips, one epoch): one process
+     against two data-parallel processes on the same cores;
+  4. peak memory stylizing a short and a long clip with the policy, each in a fresh process, and their ratio.
 Ratios are the figures to compare across machines; absolute figures hold for the device printed.
 On a shared machine they are disturbed by the other jobs: run it on an idle one for numbers to publish.
 
-    python scripts/benchmark.py [--policy RUN] [--size 256] [--frames 16] [--device cuda]
+    python scripts/benchmark.py [--policy RUN] [--size 256] [--frames 16] [--train-sizes 128 256] [--device cuda]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pipeline.images import load_image, resize_to_width  # noqa: E402
 from pipeline.profiling import (  # noqa: E402
     alternating_medians,
     device_label,
+    seconds_per_call,
     looped_clips_in_fresh_processes,
     peak_memory_mib,
     print_table,
@@ -57,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=256, help="inference frame width (default 256)")
     parser.add_argument("--frames", type=int, default=16, help="frames of the inference clip (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, median reported (default 3)")
-    parser.add_argument("--train-size", type=int, default=128, help="training frame width (train_policy.py's default 128)")
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[128, 256],
+                        help="training frame widths (default 128 256; train_policy.py's default is 128)")
     parser.add_argument("--train-frames", type=int, default=8, help="frames of the training window (default 8)")
     parser.add_argument("--episodes", type=int, default=2, help="training episodes timed per algorithm (default 2)")
     parser.add_argument("--lengths", type=int, nargs=2, default=(16, 64), metavar=("SHORT", "LONG"),
@@ -110,28 +114,31 @@ def inference(args: argparse.Namespace) -> dict[str, float]:
             "flow_s": flow_s, "net_s": net_s, "decode_s": decode_s, "policy_kind": policy.kind}
 
 
-def training(args: argparse.Namespace) -> list[dict[str, object]]:
-    """Transitions per second of each training algorithm on one prepared clip window."""
-    from policies.env import LatentStyleEnv, prepare_clip
+def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object]], dict[str, float]]:
+    """Transitions per second of each training algorithm (its train_policy.py defaults) on one clip window
+    ``size`` px wide, and where a REINFORCE transition's time goes (ms per part, timed alone)."""
+    from policies.env import LatentStyleEnv, prepare_clip, score_frames
+    from policies.observations import pixel_warped_latent
+    from policies.train import RECOMMENDED_OPTIONS
     from rewards.content import LPIPSDistance
     from rewards.reward import StyleContentTemporalReward
     from rewards.style import GramStyleLoss
     from rewards.vgg import VGG16Features
 
     device = torch.device(args.device)
-    frames = resize_to_width(read_video(args.video, max_frames=args.train_frames)[0], args.train_size).to(device)
+    frames = resize_to_width(read_video(args.video, max_frames=args.train_frames)[0], size).to(device)
     style = load_image(args.style).to(device)
     codec = load_codec("taef2", device=device)
     stylizer = build_stylizer("latent-wct", codec=codec, device=str(device))
-    reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features().to(device), style), LPIPSDistance()).to(device)
+    reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features(precision="auto").to(device), style), LPIPSDistance()).to(device)
     clip = prepare_clip(frames, style, stylizer, None, RAFTFlow().to(device), reward, "benchmark")
     rows = []
     for name in ALGORITHM_MODULES:
+        options = RECOMMENDED_OPTIONS.get((name, "flow"), {})
         try:
-            algorithm = make_algorithm(name, "flow", codec.latent_channels)
+            algorithm = make_algorithm(name, "flow", codec.latent_channels, **options)
         except (ValueError, TypeError) as error:
-            rows.append({"algorithm": name, "transitions/s": "not available", "ms/transition": str(error)[:60],
-                         "transition / inference frame": ""})
+            rows.append({"algorithm": name, "transitions/s": "not available", "ms/transition": str(error)[:60]})
             continue
         algorithm.to(device)
         algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow"))  # warm-up episode
@@ -139,8 +146,54 @@ def training(args: argparse.Namespace) -> list[dict[str, object]]:
         for _ in range(args.episodes):
             steps += len(algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow")))
         seconds = time.perf_counter() - started
-        rows.append({"algorithm": name, "transitions/s": steps / seconds, "ms/transition": 1000 * seconds / steps})
-    return rows
+        options_text = " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        rows.append({"algorithm": f"{name} ({options_text})", "transitions/s": steps / seconds,
+                     "ms/transition": 1000 * seconds / steps})
+
+    # the parts of one REINFORCE transition at frame 1, each timed alone
+    policy = make_algorithm("reinforce", "flow", codec.latent_channels,
+                            **RECOMMENDED_OPTIONS[("reinforce", "flow")]).policy.to(device)
+    env = LatentStyleEnv(clip, codec, reward, "flow").adopt(policy)
+    env.reset()
+    obs, _ = env.step(torch.zeros_like(clip.baseline_latents[:1]))
+    latent, frame = clip.baseline_latents[1:2], clip.baseline_frames[1:2]
+
+    def policy_step() -> None:
+        distribution = policy.distribution(obs)
+        distribution.log_prob(distribution.sample()).sum().backward()
+
+    with torch.no_grad():
+        parts = alternating_medians([
+            lambda: codec.decode(latent),
+            lambda: score_frames(reward, frame, clip.frames[1:2], clip.baseline_frames[:1], clip.flows[0]),
+            lambda: pixel_warped_latent(codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1], latent),
+        ], args.repeats)
+    parts.append(seconds_per_call(policy_step, args.repeats))
+    names = ("decode", "reward (style+content+temporal)", "pixel-warp observation (2 encodes)", "policy fwd+bwd")
+    return rows, {name: 1000 * value for name, value in zip(names, parts)}
+
+
+def trainer_throughput(args: argparse.Namespace, size: int, processes: int, workdir: Path) -> dict[str, object]:
+    """Transitions/s of one epoch of ``train_policy.py`` (its defaults, the shared training clips, no
+    evaluation) at ``size`` px, in ``processes`` data-parallel processes sharing the CPU cores (torchrun, gloo)."""
+    import csv
+    import os
+    import subprocess
+
+    threads = max(1, torch.get_num_threads() // processes)
+    out = workdir / f"train-{size}-{processes}"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+               str(REPO / "scripts" / "train_policy.py"), "--style", args.style, "--out", str(out), "--size", str(size),
+               "--epochs", "1", "--eval-every", "0", "--threads", str(threads), "--device", args.device,
+               "--cache-dir", str(workdir / "cache")]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"train_policy.py failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
+    with open(out / "epochs.csv", newline="") as handle:
+        epoch = next(csv.DictReader(handle))
+    return {"width": size, "processes x threads": f"{processes} x {threads}", "transitions": int(epoch["transitions"]),
+            "seconds": _num(float(epoch["seconds"])), "transitions/s": _num(float(epoch["transitions_per_s"]))}
 
 
 def memory_child(video: str, args: argparse.Namespace) -> None:
@@ -188,17 +241,24 @@ def main(argv: list[str] | None = None) -> None:
         "second decode": _num(1000 * s["decode_s"]),
     }], f"1. stylization, {s['frames']} frames at {s['size']}, latent-wct + taef2, {s['policy_kind']} policy; {label}")
     if not args.skip_training:
-        rows = training(args)
-        for row in rows:
-            if isinstance(row["transitions/s"], float):
-                row["transition / inference frame"] = _num(row["ms/transition"] / (1000 * s["policy_s"]))
-                row["transitions/s"], row["ms/transition"] = _num(row["transitions/s"]), _num(row["ms/transition"])
-        print_table(rows, f"2. training throughput, {args.train_frames}-frame window at {args.train_size} px wide "
-                          f"(env + algorithm, {args.episodes} episodes after a warm-up one); {label}")
+        for size in args.train_sizes:
+            rows, parts = training(args, size)
+            for row in rows:
+                if isinstance(row["transitions/s"], float):
+                    row["transitions/s"], row["ms/transition"] = _num(row["transitions/s"]), _num(row["ms/transition"])
+            print_table(rows, f"2. training throughput, {args.train_frames}-frame window at {size} px wide "
+                              f"(env + algorithm, {args.episodes} episodes after a warm-up one); {label}")
+            print_table([{k: _num(v) for k, v in parts.items()}],
+                        f"   where a REINFORCE transition's time goes at {size} px (ms, each part timed alone)")
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = [trainer_throughput(args, size, processes, Path(tmp))
+                    for size in args.train_sizes for processes in (1, 2)]
+        print_table(rows, "3. train_policy.py, one epoch over the shared training clips (13 windows of 16 frames; "
+                          f"default agent, no evaluation), 1 process vs 2 data-parallel processes; {label}")
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:
             rows = memory(args, Path(tmp))
-        print_table(rows, f"3. peak memory stylizing with the policy at {args.size} px, a fresh process per clip; {label}")
+        print_table(rows, f"4. peak memory stylizing with the policy at {args.size} px, a fresh process per clip; {label}")
         short, long = rows
         print(f"ratio {long['frames']}/{short['frames']} frames: peak RSS x{long['peak RSS MiB'] / short['peak RSS MiB']:.3f}")
 

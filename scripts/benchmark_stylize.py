@@ -2,13 +2,14 @@
 
 Prints, measured side by side in one run on this machine:
   1. end-to-end frames/s (read, resize, encode, WCT, decode, write) against the
-     codec's encode+decode alone (timed alternately), and their ratio;
+     codec's encode+decode alone (timed alternately), and their ratio, for
+     each compute precision asked for (fp32, and bf16 autocast by default);
   2. peak resident memory stylizing a 240-frame clip against a 48-frame clip
      (each in a fresh process), and their ratio;
   3. the warping error of the frame-by-frame baseline next to the content's
      own on the test clips: the flicker a policy has to remove.
 
-    python scripts/benchmark_stylize.py [--size 256] [--skip-memory] [--skip-flicker]
+    python scripts/benchmark_stylize.py [--size 256] [--precision fp32 auto] [--skip-memory] [--skip-flicker]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if __package__ in (None, ""):
 
 from pipeline.codecs import load_codec  # noqa: E402
 from pipeline.images import load_image, resize_to_width  # noqa: E402
+from pipeline.precision import PRECISIONS  # noqa: E402
 from pipeline.profiling import (  # noqa: E402
     alternating_medians,
     device_label,
@@ -49,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--video", default=str(DATA / "videos" / "test" / "wolf.mp4"), help="clip for the speed test")
     parser.add_argument("--style", default=str(DATA / "styles" / "starry_night.jpg"), help="style image")
     parser.add_argument("--size", type=int, default=256, help="frame width (default 256)")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "auto"], choices=PRECISIONS,
+                        help="codec compute precisions to time (auto: bf16 where the CPU/GPU runs it natively); "
+                             "the memory and flicker parts use the last one")
     parser.add_argument("--long", type=int, default=240, help="frames of the long clip in the memory test")
     parser.add_argument("--short", type=int, default=48, help="frames of the short clip in the memory test")
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory test")
@@ -57,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def speed(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    codec = load_codec("taef2")
+def speed(args: argparse.Namespace, workdir: Path, precision: str) -> dict[str, object]:
+    codec = load_codec("taef2", precision=precision)
     style = load_image(args.style)
     frames, _ = read_video(args.video)
     frames = resize_to_width(frames, args.size)
@@ -75,12 +80,13 @@ def speed(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     # timed in turn, round after round, so that the machine's load affects both alike
     codec_s, e2e_s = alternating_medians([codec_only, end_to_end], repeats=2)
     codec_fps, e2e_fps = frames.shape[0] / codec_s, frames.shape[0] / e2e_s
-    return {"codec_fps": codec_fps, "e2e_fps": e2e_fps, "ratio": e2e_fps / codec_fps, "frames": frames.shape[0]}
+    return {"precision": codec.precision, "codec encode+decode fps": codec_fps, "end-to-end fps": e2e_fps,
+            "end-to-end / codec": e2e_fps / codec_fps, "frames": frames.shape[0]}
 
 
-def memory_child(video: str, style_path: str, size: int) -> None:
+def memory_child(video: str, style_path: str, size: int, precision: str) -> None:
     """Stylize ``video`` in this process and print its peak memory as JSON."""
-    pipe = StylizationPipeline(LatentWCT(load_codec("taef2")))
+    pipe = StylizationPipeline(LatentWCT(load_codec("taef2", precision=precision)))
     out = Path(tempfile.mkdtemp()) / "out.mp4"
     start = time.perf_counter()
     pipe.stylize_video(video, load_image(style_path), out, size=size, progress=False)
@@ -93,7 +99,8 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
     lengths = (args.short, args.long)
     results = looped_clips_in_fresh_processes(
         frames, fps, lengths, workdir,
-        lambda clip: [sys.executable, __file__, "--memory-child", str(clip), "--style", args.style, "--size", str(args.size)],
+        lambda clip: [sys.executable, __file__, "--memory-child", str(clip), "--style", args.style, "--size", str(args.size),
+                      "--precision", args.precision[-1]],
     )
     return [{"frames": length, "peak_rss_mib": result["peak_rss_mib"], "seconds": result["seconds"]}
             for length, result in zip(lengths, results)]
@@ -101,7 +108,7 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
 
 def flicker(args: argparse.Namespace) -> list[dict[str, object]]:
     style = load_image(args.style)
-    pipe = StylizationPipeline(LatentWCT(load_codec("taef2")))
+    pipe = StylizationPipeline(LatentWCT(load_codec("taef2", precision=args.precision[-1])))
     rows = []
     for name in TEST_CLIPS:
         content, _ = read_video(DATA / "videos" / "test" / name)
@@ -117,18 +124,16 @@ def flicker(args: argparse.Namespace) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.memory_child:
-        memory_child(args.memory_child, args.style, args.size)
+        memory_child(args.memory_child, args.style, args.size, args.precision[-1])
         return
     print(f"device: {device_label()}; width {args.size} px")
     with tempfile.TemporaryDirectory() as tmp:
-        s = speed(args, Path(tmp))
-        print_table([{"codec encode+decode fps": s["codec_fps"], "end-to-end fps": s["e2e_fps"],
-                      "end-to-end / codec": s["ratio"], "frames": s["frames"]}],
-                    "1. speed (latent-wct + taef2, end to end includes read/write)")
+        rows = [speed(args, Path(tmp), precision) for precision in args.precision]
+        print_table(rows, "1. speed (latent-wct + taef2, end to end includes read/write)")
         if not args.skip_memory:
-            rows = memory(args, Path(tmp))
-            print_table(rows, "2. peak memory (fresh process each)")
-            print(f"ratio {args.long}/{args.short} frames: {rows[1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.3f}")
+            short, long = memory(args, Path(tmp))
+            print_table([short, long], "2. peak memory (fresh process each)")
+            print(f"ratio {args.long}/{args.short} frames: {long['peak_rss_mib'] / short['peak_rss_mib']:.3f}")
     if not args.skip_flicker:
         print_table(flicker(args), "3. warping error (Lai et al.), starry_night, frame-by-frame baseline vs content")
 

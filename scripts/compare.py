@@ -2,7 +2,8 @@
 
 Methods: baseline (frame-by-frame latent WCT), flow-blend (non-learned reference), trained policies
 (--policy NAME=RUN[,RUN2,...]: one run folder or checkpoint per training seed) and RL-NST models
-(--rlnst NAME=CHECKPOINT[,...]: run only on the style each was trained for). Default: the shared test
+(--rlnst NAME=CHECKPOINT[,...]: run only on the style each was trained for) and RLMiniStyler models
+(--rlministyler NAME=CHECKPOINT[,...]: any style). Default: the shared test
 clips with starry_night, 256 px wide, the first 24 frames.
 
 The report folder holds results.json, results.md (a table per metric: mean and 95% CI over clips,
@@ -41,8 +42,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="an RL-NST model (model.pt or trainer.pt of baselines.rlnst.train), one per seed; "
                              "run only on the style it was trained for (repeatable)")
     parser.add_argument("--rlnst-steps", type=int, default=None, help="RL-NST refinement steps (default: as trained)")
+    parser.add_argument("--rlministyler", action="append", default=[], metavar="NAME=CHECKPOINT[,...]",
+                        help="an RLMiniStyler model (model.pt or trainer.pt of baselines.rlministyler.train), one per "
+                             "seed; runs on every style, trained on it or not (repeatable)")
+    parser.add_argument("--rlministyler-steps", type=int, default=None,
+                        help="RLMiniStyler refinement steps (default: its training episode length)")
     parser.add_argument("--no-flow-blend", action="store_true", help="leave out the flow-blend reference")
-    parser.add_argument("--flow-blend-factor", type=float, default=0.5, help="flow-blend pull factor in [0,1] (default 0.5)")
+    parser.add_argument("--flow-blend", action="append", default=None, metavar="FACTOR[:WARP]",
+                        help="a flow-blend reference: pull factor in [0,1] and how W_t is warped, latent (default) or "
+                             "pixel (policies.observations); repeatable (default: one, 0.5:latent)")
     parser.add_argument("--width", type=int, default=256, help="frame width in pixels (default 256)")
     parser.add_argument("--max-frames", type=int, default=24, help="first N frames of each clip; 0 = all (default 24)")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help=f"open_clip model (default {DEFAULT_MODEL})")
@@ -62,7 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.max_frames is not None and args.max_frames < 0:
         raise ValueError(f"--max-frames must be >= 0 (0 = all), got {args.max_frames}")
-    methods = build_methods(args.policy, args.rlnst, not args.no_flow_blend, args.flow_blend_factor, args.rlnst_steps)
+    flow_blends = [] if args.no_flow_blend else args.flow_blend or ["0.5"]
+    methods = build_methods(args.policy, args.rlnst, flow_blends, args.rlnst_steps,
+                            args.rlministyler, args.rlministyler_steps)
     config = CompareConfig(
         out=args.out, clips=args.clips, styles=args.styles, width=args.width, max_frames=args.max_frames or None,
         device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache, clip_model=args.clip_model,

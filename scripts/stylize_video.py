@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 
 from pipeline.cache import LatentCache  # noqa: E402
 from pipeline.images import load_image
+from pipeline.precision import PRECISIONS
 from pipeline.stylize import StylizationPipeline, stream_video
 from pipeline.stylizers import STYLIZERS, build_stylizer
 from scripts._cli import run_cli
@@ -49,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=1.0, help="latent-wct strength in [0,1] (default 1)")
     parser.add_argument("--refine-steps", type=int, default=0,
                         help="latent-wct: Adam steps of Gram/content latent optimisation per frame (default 0)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="latent-wct codec compute precision: auto (default) = bf16 autocast where the CPU/GPU runs "
+                             "it natively (2.3x faster TAEF2, same round-trip PSNR), else fp32")
     parser.add_argument("--model", default=None,
                         help="diffusest: Stable Diffusion 1.5 hub id or local folder (default stable-diffusion-v1-5)")
     parser.add_argument("--blip-diffusion", default=None,
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
 def stylize_latent(args: argparse.Namespace, style) -> dict:
     """The latent pipeline: per-frame stylizer, optional policy."""
     diffusest_options = {"seed": args.seed, "prompt": args.prompt, "num_inference_steps": args.steps}
-    stylizer = build_stylizer(args.stylizer, alpha=args.alpha, refine_steps=args.refine_steps, model=args.model,
+    stylizer = build_stylizer(args.stylizer, alpha=args.alpha, refine_steps=args.refine_steps, precision=args.precision,
+                              model=args.model,
                               blip_diffusion=args.blip_diffusion, device=args.device,
                               **(diffusest_options if args.stylizer == "diffusest" else {}))
     policy, flow_model = None, None

@@ -76,7 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=1,
                         help="evaluate the mean action every N epochs for policy_best (0 = never; default 1)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="algorithm option, repeatable (REINFORCE: lr, scalar_lr, accumulate, hidden, init_log_sigma, ...)")
+                        help="algorithm option, repeatable (REINFORCE: lr, scalar_lr, accumulate, hidden, init_log_sigma, "
+                             "head, init_alpha, flow_warp, ...). REINFORCE on flow observations defaults to head=blend "
+                             "flow_warp=pixel init_alpha=0.7 scalar_lr=1e-3 (starts at a pixel-warp flow-blend); "
+                             "head=residual flow_warp=latent init_gate=0 starts at the frame-by-frame baseline")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",

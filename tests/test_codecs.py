@@ -11,6 +11,7 @@ from diffusers import AutoencoderKL, AutoencoderTiny
 from PIL import Image
 
 from pipeline.codecs import DiffusersCodec, LatentCodec, load_codec
+from pipeline.precision import native_bf16, resolve_precision
 from pipeline.weights import WeightsNotFoundError
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
@@ -85,11 +86,33 @@ def test_taef2_shapes_range_and_config(taef2: LatentCodec, small_frames: torch.T
     assert decoded.shape == (2, 3, 64, 96)
     assert decoded.min() >= 0 and decoded.max() <= 1
     assert not taef2.training and not any(p.requires_grad for p in taef2.parameters())
-    assert taef2.config() == {"name": "taef2", "model": "madebyollin/taesd:taef2", "dtype": "float32"}
+    assert taef2.config() == {"name": "taef2", "model": "madebyollin/taesd:taef2", "dtype": "float32",
+                              "precision": resolve_precision("auto", "cpu")}
+
+
+def test_bf16_autocast_matches_fp32_round_trip(data_dir: Path) -> None:
+    images = torch.cat([load_photo(data_dir / "photos" / name, 128) for name in PHOTOS[:2]])
+    fp32, bf16 = load_codec("taef2", precision="fp32"), load_codec("taef2", precision="bf16")
+    with torch.no_grad():
+        exact, fast = fp32.decode(fp32.encode(images)), bf16.decode(bf16.encode(images))
+    assert fast.dtype == torch.float32 and bf16.config()["precision"] == "bf16"
+    assert abs(psnr(images, fast) - psnr(images, exact)) < 0.3, "bf16 must not cost reconstruction quality"
+    assert psnr(exact, fast) > 40
+    assert psnr(exact, fast) < 100, "bf16 autocast must actually change the computation"
+
+
+def test_precision_choices() -> None:
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16("cpu") else "fp32")
+    assert resolve_precision("fp32", "cuda") == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        load_codec("taef2", precision="half")
+    with pytest.raises(ValueError, match="fp32 weights"):
+        load_codec("taef2", dtype=torch.float16, precision="bf16")
+    assert load_codec("taef2", dtype=torch.bfloat16).precision == "fp32"
 
 
 def test_chunked_equals_whole_batch(small_frames: torch.Tensor) -> None:
-    whole, chunked = load_codec("taef2", batch_size=8), load_codec("taef2", batch_size=2)
+    whole, chunked = load_codec("taef2", batch_size=8, precision="fp32"), load_codec("taef2", batch_size=2, precision="fp32")
     with torch.no_grad():
         latents = whole.encode(small_frames)
         torch.testing.assert_close(chunked.encode(small_frames), latents, atol=1e-5, rtol=1e-5)
@@ -126,7 +149,7 @@ def test_bad_inputs_raise(taef2: LatentCodec) -> None:
 def test_taesd_from_saved_folder(tmp_path: Path, small_frames: torch.Tensor) -> None:
     vae = tiny_taesd().eval()
     vae.save_pretrained(tmp_path / "taesd")
-    codec = load_codec("taesd", model=tmp_path / "taesd", batch_size=3)
+    codec = load_codec("taesd", model=tmp_path / "taesd", batch_size=3, precision="fp32")
     assert isinstance(codec, DiffusersCodec)
     assert (codec.name, codec.latent_channels) == ("taesd", 4)
     assert not any(p.requires_grad for p in codec.parameters())
@@ -147,7 +170,7 @@ def test_sd_vae_from_saved_folder(tmp_path: Path, small_frames: torch.Tensor, la
     vae = tiny_kl().eval()
     vae.save_pretrained(tmp_path / "sd" / "vae")
     folder = tmp_path / "sd" if layout == "sd_folder" else tmp_path / "sd" / "vae"
-    codec = load_codec("sd-vae", model=folder)
+    codec = load_codec("sd-vae", model=folder, precision="fp32")
     assert (codec.name, codec.latent_channels) == ("sd-vae", 4)
     frames = small_frames[:2]
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """scripts/compare.py and pipeline.comparison / pipeline.report on a tiny real configuration:
-two test clips, 3 frames at 80 px, baseline + flow-blend + a policy saved with two seeds + an RL-NST video model."""
+two test clips, 3 frames at 80 px, baseline + flow-blend + a policy saved with two seeds + an RL-NST video model
++ an RLMiniStyler model (any style)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from baselines.rlministyler.inference import save_model as save_rlministyler_model
+from baselines.rlministyler.models import RLMiniStyler
 from baselines.rlnst.inference import save_model
 from baselines.rlnst.models import RLNST, RLNSTConfig
 from pipeline.comparison import MemoFlow, _rlnst_runner, build_methods, parse_named_sources
@@ -22,7 +25,7 @@ from rewards.classical_flow import ClassicalFlow
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WIDTH, FRAMES = 80, 3
-METHODS = ("content", "baseline", "flow-blend", "rl", "nst")
+METHODS = ("content", "baseline", "flow-blend", "rl", "nst", "mini")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +47,13 @@ def save_rlnst(path: Path, style: str) -> Path:
     return save_model(model, path, mode="video", style=style, size=WIDTH, episode_steps=2, updates=0)
 
 
+def save_rlministyler(path: Path, style: str) -> Path:
+    """An untrained RLMiniStyler in the model.pt format of baselines.rlministyler.train (2 steps per frame)."""
+    torch.manual_seed(0)
+    return save_rlministyler_model(RLMiniStyler(), path, styles=[style], held_out_styles=[], size=WIDTH,
+                                   episode_steps=2, updates=0)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, data_dir, policy_runs) -> tuple[Path, dict, Path]:
     from scripts.compare import main
@@ -52,7 +62,8 @@ def report(tmp_path_factory, data_dir, policy_runs) -> tuple[Path, dict, Path]:
     clips = [data_dir / "videos" / "test" / "wolf.mp4", data_dir / "videos" / "test" / "sintel_alley"]
     args = ["--out", str(root / "report"), "--clips", *map(str, clips), "--width", str(WIDTH), "--max-frames", str(FRAMES),
             "--policy", f"rl={policy_runs[0]},{policy_runs[1]}", "--cache-dir", str(root / "cache"), "--quiet",
-            "--rlnst", f"nst={save_rlnst(root / 'model.pt', str(data_dir / 'styles' / 'starry_night.jpg'))}"]
+            "--rlnst", f"nst={save_rlnst(root / 'model.pt', str(data_dir / 'styles' / 'starry_night.jpg'))}",
+            "--rlministyler", f"mini={save_rlministyler(root / 'mini.pt', str(data_dir / 'styles' / 'udnie.jpg'))}"]
     return root / "report", main(args), root / "cache"
 
 
@@ -71,11 +82,13 @@ def test_report_folder_holds_every_file(report):
 
 def test_results_have_seed_and_clip_statistics(report):
     _, results, _ = report
-    assert len(results["items"]) == 2 * (1 + 1 + 2 + 1)  # clips x (baseline, flow-blend, two policy seeds, RL-NST)
+    assert len(results["items"]) == 2 * (1 + 1 + 2 + 1 + 1)  # clips x (baseline, flow-blend, 2 policy seeds, RL-NST, mini)
     assert results["clip_status"]["status"] == "skipped" and results["clip_status"]["reason"]
     summary = results["summary"]["warping_error_raft"]["methods"]
     assert set(summary) == set(METHODS[1:])
-    assert results["methods"][-1]["runs"][0]["trained_style"] == "starry_night"
+    assert results["methods"][-2]["runs"][0]["trained_style"] == "starry_night"
+    # RLMiniStyler runs on starry_night although it was "trained" on udnie only
+    assert results["methods"][-1]["runs"][0]["trained_styles"] == ["udnie"]
     assert summary["rl"]["n_seeds"] == 2 and summary["rl"]["seeds"]["n"] == 2
     assert summary["rl"]["clips"]["n"] == 2 and len(summary["rl"]["clips"]["ci95"]) == 2
     assert "delta_vs_baseline" not in summary["baseline"] and "seeds" not in summary["baseline"]
@@ -84,6 +97,10 @@ def test_results_have_seed_and_clip_statistics(report):
         per_clip = {i["clip"]: i["metrics"][estimator]["mean"] for i in results["items"] if i["method"] == "flow-blend"}
         baseline = {i["clip"]: i["metrics"][estimator]["mean"] for i in results["items"] if i["method"] == "baseline"}
         assert all(per_clip[c] < baseline[c] for c in baseline), estimator
+    # the combined reward is relative to the baseline's terms on each clip: the baseline scores -(10 + 1 + 10)
+    rewards = {(i["clip"], i["method"]): i["metrics"]["reward"]["mean"] for i in results["items"] if i["seed_index"] == 0}
+    assert all(rewards[(c, "baseline")] == pytest.approx(-21.0) for c, _ in rewards)
+    assert all(value != pytest.approx(-21.0) for (c, m), value in rewards.items() if m != "baseline")
     own = results["summary"]["warping_error_raft"]["content_reference"]["mean"]
     assert 0 < own < results["summary"]["warping_error_raft"]["methods"]["baseline"]["clips"]["mean"]
 
@@ -140,6 +157,13 @@ def test_method_arguments_are_checked(tmp_path):
         build_methods([f"a={tmp_path / 'run'}", f"a={tmp_path / 'run'}"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_methods([f"a={tmp_path / 'missing'}"])
+    blends = build_methods(flow_blends=["0.5", "0.7:pixel"])
+    assert [(m.name, m.options) for m in blends[1:]] == [
+        ("flow-blend-latent-0.5", {"factor": 0.5, "flow_warp": "latent"}),
+        ("flow-blend-pixel-0.7", {"factor": 0.7, "flow_warp": "pixel"})]
+    for bad in ("1.5", "0.5:optical", "half"):
+        with pytest.raises(ValueError, match="FACTOR\\[:WARP\\]"):
+            build_methods(flow_blends=[bad])
 
 
 def test_rlnst_runs_only_on_its_style(tmp_path, data_dir):

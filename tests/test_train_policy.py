@@ -167,3 +167,13 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(data_dir, videos
     epochs = read_csv(out / "epochs.csv")
     assert epochs[0]["processes"] == "2" and epochs[0]["replicas_identical"] == "True"
     assert sorted(r["rank"] for r in read_csv(out / "episodes.csv")) == ["0", "1"]  # each process its own window
+
+
+def test_recommended_options_are_defaults_that_options_override(data_dir, videos, cache_dir, tmp_path):
+    default = config(data_dir, videos, cache_dir, tmp_path / "a", algo_options={})
+    assert default.algo_options == {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "scalar_lr": 1e-3}
+    residual = config(data_dir, videos, cache_dir, tmp_path / "b", algo_options={"head": "residual", "flow_warp": "latent"})
+    assert residual.algo_options["head"] == "residual" and residual.algo_options["flow_warp"] == "latent"
+    assert config(data_dir, videos, cache_dir, tmp_path / "c", obs="pair").algo_options == {"lr": 1e-3, "scalar_lr": 1e-2}
+    with pytest.raises(ValueError, match="unknown precision"):
+        config(data_dir, videos, cache_dir, tmp_path / "d", precision="half")

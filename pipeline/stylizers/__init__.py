@@ -9,11 +9,12 @@ from pipeline.stylizers.base import Stylizer
 STYLIZERS = ("latent-wct", "diffusest")
 
 
-def build_stylizer(name: str, codec=None, alpha: float = 1.0, refine_steps: int = 0, model: str | None = None,
-                   blip_diffusion: str | None = None, device: str = "cpu", **diffusest_options: Any) -> Stylizer:
+def build_stylizer(name: str, codec=None, alpha: float = 1.0, refine_steps: int = 0, precision: str = "auto",
+                   model: str | None = None, blip_diffusion: str | None = None, device: str = "cpu", **diffusest_options: Any) -> Stylizer:
     """The stylizer called ``name`` with its default components.
 
-    latent-wct: on ``codec`` (default taef2), strength ``alpha``, ``refine_steps`` of latent optimisation.
+    latent-wct: on ``codec`` (default taef2 at ``precision``, see ``pipeline.precision``), strength
+    ``alpha``, ``refine_steps`` of latent optimisation.
     diffusest: Stable Diffusion 1.5 class ``model`` (hub id or local folder; default SD 1.5),
     optional ``blip_diffusion`` checkpoint for the style embedding, and DiffuseSTConfig
     fields as ``diffusest_options`` (e.g. seed, prompt, num_inference_steps).
@@ -22,7 +23,7 @@ def build_stylizer(name: str, codec=None, alpha: float = 1.0, refine_steps: int 
         from pipeline.codecs import load_codec
         from pipeline.stylizers.latent_wct import LatentWCT, LatentWCTConfig
 
-        return LatentWCT(codec or load_codec("taef2", device=device), LatentWCTConfig(alpha=alpha, refine_steps=refine_steps))
+        return LatentWCT(codec or load_codec("taef2", device=device, precision=precision), LatentWCTConfig(alpha=alpha, refine_steps=refine_steps))
     if name == "diffusest":
         from pipeline.stylizers.diffusest import DEFAULT_MODEL, DiffuseSTStylizer
 
