@@ -170,7 +170,8 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
         ], args.repeats)
     parts.append(seconds_per_call(policy_step, args.repeats))
     names = ("decode", "reward (style+content+temporal)", "pixel-warp observation (2 encodes)", "policy fwd+bwd")
-    return rows, {name: 1000 * value for name, value in zip(names, parts)}
+    return rows, {"frame size": f"{frames.shape[-1]}x{frames.shape[-2]}",
+                  **{name: 1000 * value for name, value in zip(names, parts)}}
 
 
 def trainer_throughput(args: argparse.Namespace, size: int, processes: int, workdir: Path) -> dict[str, object]:
@@ -246,9 +247,9 @@ def main(argv: list[str] | None = None) -> None:
             for row in rows:
                 if isinstance(row["transitions/s"], float):
                     row["transitions/s"], row["ms/transition"] = _num(row["transitions/s"]), _num(row["ms/transition"])
-            print_table(rows, f"2. training throughput, {args.train_frames}-frame window at {size} px wide "
-                              f"(env + algorithm, {args.episodes} episodes after a warm-up one); {label}")
-            print_table([{k: _num(v) for k, v in parts.items()}],
+            print_table(rows, f"2. training throughput, {args.train_frames}-frame window of {Path(args.video).name} at "
+                              f"{parts['frame size']} (env + algorithm, {args.episodes} episodes after a warm-up one); {label}")
+            print_table([{k: _num(v) for k, v in parts.items() if k != "frame size"}],
                         f"   where a REINFORCE transition's time goes at {size} px (ms, each part timed alone)")
         with tempfile.TemporaryDirectory() as tmp:
             rows = [trainer_throughput(args, size, processes, Path(tmp))

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.rlministyler.agent import AgentConfig  # noqa: E402
-from baselines.rlministyler.train import HELD_OUT_STYLES, TrainConfig, train  # noqa: E402
+from baselines.rlministyler.train import HELD_OUT_STYLES, TrainConfig, held_out_step_losses, train  # noqa: E402
 from scripts._cli import (  # noqa: E402
     add_content_arguments,
     add_replay_schedule_arguments,
@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     agent = AgentConfig(lr=args.lr, actor_lr_factor=args.actor_lr_factor, gamma=args.gamma, tau=args.tau,
                         init_alpha=args.init_alpha)
     config = TrainConfig(styles=args.styles, agent=agent, **settings)
-    print_training_result(train(config, resume=args.resume))
+    result = train(config, resume=args.resume)
+    print_training_result(result)
+    for style, losses in held_out_step_losses(result.model, config.size, config.out_dir).items():
+        print(f"held-out style {style}, shared photos at {config.size} px (steps.json): " + "; ".join(
+            f"step {k}: style {v['style']:.4g} content {v['content']:.4g}" for k, v in losses.items()))
 
 
 if __name__ == "__main__":

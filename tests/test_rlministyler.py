@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.rlministyler.agent import AgentConfig, MiniStylerAgent
-from baselines.rlministyler.inference import load_model, stylize_frames
+from baselines.rlministyler.inference import load_model, step_losses, stylize_frames
 from baselines.rlministyler.losses import MiniStylerObjective, UncertaintyWeights, contrastive_loss
 from baselines.rlministyler.models import RLMiniStyler, StyleCode, TwinCritic
 from baselines.rlministyler.train import HELD_OUT_STYLES, TrainConfig, default_styles, train
@@ -185,3 +185,14 @@ def test_objective_reward_is_zero_for_the_style_itself(data_dir: Path) -> None:
     features = objective.features(style)
     assert objective.style(features, features).item() < 1e-10
     assert objective.style(objective.features(_image(data_dir / "photos" / "rocket.jpg")), features).item() > 1
+
+
+def test_step_losses_report_each_step(trained_run, photos, data_dir: Path) -> None:
+    _, result = trained_run
+    held_out = load_image(data_dir / "styles" / HELD_OUT_STYLES[0])
+    losses = step_losses(result.model, photos, held_out, steps=(1, 3))
+    assert list(losses) == [0, 1, 3]
+    assert losses[0]["content"] == 0.0 and losses[0]["style"] > 0  # step 0: the photos themselves
+    assert all(v["content"] > 0 and math.isfinite(v["style"]) for k, v in losses.items() if k > 0)
+    again = step_losses(result.model, photos, held_out, steps=(1, 3))
+    assert again == losses, "evaluation acts with the means: deterministic"

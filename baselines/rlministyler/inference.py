@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from baselines.rlministyler.losses import MiniStylerObjective
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
 # RL-NST's padding helper (private there; the same rule applies: multiples of 4, at least 8 px).
 from baselines.rlnst.inference import pad_to_multiple
@@ -95,3 +96,28 @@ def stylize_frames(
         chunks.append(torch.stack(outputs))
     result = torch.cat(chunks, dim=1)[..., :height, :width].to(frames.device)
     return result if return_steps else result[-1]
+
+
+@torch.no_grad()
+def step_losses(
+    model: RLMiniStyler, images: Tensor, style_image: Tensor, steps: tuple[int, ...] = (1, 5, 10),
+    objective: MiniStylerObjective | None = None,
+) -> dict[int, dict[str, float]]:
+    """How the stylization evolves step by step: ``{k: {"style": s, "content": c}}`` after each of ``steps``.
+
+    Mean over ``images`` (N,3,H,W) in [0,1] of the training objective's terms
+    (``baselines.rlministyler.losses``): the style term against ``style_image``
+    (1,3,H,W), resized as ``stylize_frames`` does, and the content term, the
+    relu4_1 MSE to the ORIGINAL images (not to the previous step). Step 0 is
+    the images themselves.
+    """
+    objective = (objective or MiniStylerObjective()).to(images.device)
+    outputs = stylize_frames(model, images, style_image, max(steps), return_steps=True)
+    style_features = objective.features(resize_style(style_image.to(images.device), max(16, min(images.shape[-2:]))))
+    original = objective.features(images)
+    result = {}
+    for k in (0, *steps):
+        features = objective.features(images if k == 0 else outputs[k - 1])
+        result[k] = {"style": objective.style(features, style_features).mean().item(),
+                     "content": objective.content(features, original).mean().item()}
+    return result

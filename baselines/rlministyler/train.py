@@ -36,6 +36,7 @@ dropped. A non-finite loss stops training with ``FloatingPointError``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -43,13 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from baselines.rlministyler.agent import AgentConfig, MiniStylerAgent
-from baselines.rlministyler.inference import FORMATS, save_model
+from baselines.rlministyler.inference import FORMATS, save_model, step_losses
 from baselines.rlministyler.losses import MiniStylerObjective
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
 from baselines.rlnst.data import ContentFrames, default_clips, default_photos, expand_images, shared_data_dir
 from baselines.training import Progress, RunFiles, json_friendly, mean_logs, restore_trainer, trainer_checkpoint
+from pipeline.images import atomic_output, load_image
 from pipeline.run_files import plot_curves, read_csv, save_checkpoint_atomic, write_csv
 from policies.sac_core import ReplayBuffer
 
@@ -133,6 +136,20 @@ class TrainResult:
     trainer_path: Path
     log_path: Path
     curves_path: Path
+
+
+def held_out_step_losses(model: RLMiniStyler, size: int, out_dir: Path | None = None) -> dict[str, dict]:
+    """Style and content terms after 1, 5 and 10 steps (``inference.step_losses``) on the shared photos,
+    resized to ``size`` x ``size``, for each style of ``HELD_OUT_STYLES`` (never used in training by
+    default); written to ``out_dir/steps.json`` (atomically) when ``out_dir`` is given."""
+    photos = torch.cat([F.interpolate(load_image(p), size=(size, size), mode="area") for p in default_photos()])
+    device = next(model.parameters()).device
+    styles = shared_data_dir() / "styles"
+    report = {name: step_losses(model, photos.to(device), load_image(styles / name)) for name in HELD_OUT_STYLES}
+    if out_dir is not None:
+        with atomic_output(Path(out_dir) / "steps.json", ".json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+    return report
 
 
 def training_info(config: TrainConfig, progress: Progress) -> dict:

@@ -303,7 +303,8 @@ class DiffuseSTStylizer(Stylizer):
             style_encoder = None
             text_encoder = _load_component(CLIPTextModel.from_pretrained, source, "text_encoder", "CLIP text encoder")
             tokenizer = _load_component(CLIPTokenizer.from_pretrained, source, "tokenizer", "CLIP tokenizer")
-        codec = load_codec("sd-vae", model=source, device=device, dtype=dtype)
+        # the VAE computes in the UNet's dtype (fp16 on GPUs), not under bf16 autocast
+        codec = load_codec("sd-vae", model=source, device=device, dtype=dtype, precision="fp32")
         settings = dataclasses.replace(config or DiffuseSTConfig(), **config_overrides)
         return cls(unet.to(device), scheduler, codec, text_encoder.to(device, dtype), tokenizer,
                    style_encoder, settings)
