@@ -258,8 +258,9 @@ def load_codec(
     else:
         vae, model_id = load_diffusers_vae(name, model)
         codec = DiffusersCodec(vae, name=name, model_id=model_id, batch_size=batch_size)
+    resolved = resolve_precision(precision, device)
     if precision == "bf16" and dtype != torch.float32:
         raise ValueError(f"precision 'bf16' runs fp32 weights under autocast; got dtype {dtype}, use precision='fp32'")
     codec = codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    codec.precision = resolve_precision(precision, device) if dtype == torch.float32 else "fp32"
+    codec.precision = resolved if dtype == torch.float32 else "fp32"
     return codec

@@ -34,11 +34,16 @@ def _native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device: str | torch.device) -> Precision:
-    """``"fp32"`` or ``"bf16"`` for a requested ``precision`` in ``PRECISIONS`` on ``device``."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of ``PRECISIONS``, else a ValueError naming the choices."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
+    return precision
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> Precision:
+    """``"fp32"`` or ``"bf16"`` for a requested ``precision`` in ``PRECISIONS`` on ``device``."""
+    if check_precision(precision) == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision  # type: ignore[return-value]
 

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.images import atomic_output, load_image, resize_to_width
-from pipeline.precision import resolve_precision
+from pipeline.precision import check_precision
 from pipeline.video_io import list_videos, read_video
 from policies.base import algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
@@ -53,14 +53,14 @@ SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
 DEFAULT_VIDEOS = SHARED / "data" / "videos" / "train"
 CHECKPOINT = "last.pt"
 MIN_SIDE = 32  # LPIPS-alex's smallest input
-# settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads may change)
 # What the default agent (REINFORCE on flow observations) trains with unless --option says otherwise: the blend
 # head over the pixel-space warp, starting at a flow-blend of factor 0.7, its blend bias learned at 1e-3. From the
-# baseline (init_alpha 0.02) REINFORCE raised the blend too slowly: warping error -3% after 2 epochs at 128 px,
-# against -49% for this start (runs/exp_a02 vs exp_a07, starry_night, shared train clips).
+# baseline (init_alpha 0.02) REINFORCE raised the blend too slowly: warping error on the training windows -3% after
+# 2 epochs at 128 px, against -49% after 1 epoch from this start (starry_night, shared training clips).
 RECOMMENDED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("reinforce", "flow"): {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "scalar_lr": 1e-3},
 }
+# settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads, precision may change)
 RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer", "algo_options")
 
 
@@ -103,7 +103,7 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
-        resolve_precision(self.precision, self.device)  # raises on an unknown name
+        check_precision(self.precision)
         self.algo_options = {**RECOMMENDED_OPTIONS.get((self.algo, self.obs), {}), **self.algo_options}
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from pipeline.precision import PRECISIONS, autocast, resolve_precision
+from pipeline.precision import autocast, check_precision, resolve_precision
 from pipeline.weights import load_state_dict
 
 # Index of each ReLU in torchvision's vgg16().features.
@@ -54,9 +54,7 @@ class VGG16Features(nn.Module):
         precision: str = "fp32",
     ) -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        self.requested_precision = precision
+        self.requested_precision = check_precision(precision)
         if isinstance(layers, str) or len(layers) == 0:
             raise ValueError(f"layers must be a non-empty sequence of VGG16 ReLU names, got {layers!r}")
         unknown = [name for name in layers if name not in VGG16_RELU_INDICES]

@@ -35,10 +35,10 @@ from pipeline.images import load_image, resize_to_width  # noqa: E402
 from pipeline.profiling import (  # noqa: E402
     alternating_medians,
     device_label,
-    seconds_per_call,
     looped_clips_in_fresh_processes,
     peak_memory_mib,
     print_table,
+    seconds_per_call,
 )
 from pipeline.stylize import StylizationPipeline  # noqa: E402
 from pipeline.stylizers import build_stylizer  # noqa: E402
