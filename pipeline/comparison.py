@@ -191,10 +191,10 @@ def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> t
     trained with) and only on the style it was trained for (by file name);
     on other styles it returns None.
     """
-    from baselines.rlnst.inference import load_model, stylize_frames
+    from baselines.rlnst.inference import FORMATS, load_model, stylize_frames
 
     model = load_model(checkpoint, device=device)
-    settings = _training_settings(checkpoint, "rlnst-trainer-v1", weights_only=True)
+    settings = _training_settings(checkpoint, FORMATS[1], weights_only=True)
     steps = steps or int(settings["episode_steps"])
     trained_style = Path(settings["style"]).stem
 
@@ -209,10 +209,10 @@ def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> t
 def _rlministyler_runner(checkpoint: str, steps: int | None, device: torch.device) -> tuple[Runner, dict[str, Any]]:
     """Runner of an RLMiniStyler model (``model.pt`` or ``trainer.pt`` of ``baselines.rlministyler.train``):
     any style image, ``steps`` refinement steps (default: its training episode length)."""
-    from baselines.rlministyler.inference import load_model, stylize_frames
+    from baselines.rlministyler.inference import FORMATS, load_model, stylize_frames
 
     model = load_model(checkpoint, device=device)
-    settings = _training_settings(checkpoint, "rlministyler-trainer-v1", weights_only=False)  # as its load_model
+    settings = _training_settings(checkpoint, FORMATS[1], weights_only=False)  # as its load_model
     steps = steps or int(settings["episode_steps"])
     trained_styles = sorted(Path(p).stem for p in settings["styles"])
 

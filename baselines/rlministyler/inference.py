@@ -25,11 +25,11 @@ from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
 from baselines.rlnst.inference import pad_to_multiple
 from pipeline.run_files import config_from_dict, load_model_checkpoint, save_model_checkpoint
 
-FORMATS = ("rlministyler-model-v1", "rlministyler-trainer-v1")
+FORMATS = ("rlministyler-model-v2", "rlministyler-trainer-v2")  # v2: residual steps in the model config
 
 
 def save_model(model: RLMiniStyler, path: str | os.PathLike, **training_info) -> Path:
-    """Write ``model`` as a ``model.pt`` (format ``rlministyler-model-v1``) that ``load_model`` reads, atomically.
+    """Write ``model`` as a ``model.pt`` (format ``FORMATS[0]``) that ``load_model`` reads, atomically.
 
     ``training_info``: how the model was trained, stored beside the weights (``baselines.rlministyler.train``
     stores styles, held_out_styles, size, episode_steps and updates).

@@ -16,15 +16,19 @@ Styles: the shared paintings except ``HELD_OUT_STYLES`` (kept for testing
 generalisation to unseen styles). Content: the shared training clips (never
 ``videos/test``) and photos.
 
-What a CPU run reaches (measured here: 2 shared cores, one torch thread,
-heavily loaded by other users): about 2.5 s per update at 64 px (replay batch
-8), roughly 4x that at 128 px. 300 updates at 64 px (12.5 min; lr 1e-3,
-actor lr / 10, alpha from 0.1; the five training clips, 8 frames each; six
-styles) scored on the four shared photos at 64 px with the held-out
-``woman_with_hat_matisse.jpg``: style term 25.1 for the photos themselves,
-13.4 / 12.3 / 12.8 after 1 / 5 / 10 steps; content term (relu4_1 MSE to the
-photo) 44.5 / 50.5 / 51.3. The outputs are coarse paint-like textures that
-keep only the large shapes; the paper's quality needs far more updates (a GPU).
+What a CPU run reaches (measured here: 2 shared cores, one torch thread): about
+1.5 s per update at 64 px (replay batch 8), roughly 4x that at 128 px. 400
+updates at 64 px (10 min; lr 1e-3, actor lr / 10, alpha from 0.1; the five
+training clips, 8 frames each, and the photos; six styles), scored on the four
+shared photos at 64 px with the held-out ``woman_with_hat_matisse.jpg``: style
+term 25.1 for the photos themselves, 25.0 / 23.7 / 22.5 after 1 / 5 / 10
+steps; content term (relu4_1 MSE to the photo) 0.1 / 2.8 / 8.9. Each
+(residual) step is a small move: the stylization deepens with the number of
+steps (starry_night: 29.3 for the photos, 26.2 after 10 steps, 23.7 after 20)
+until, past about 20 steps, the added texture turns to noise (24.9 after 40).
+The steps shrink as training goes on (content term per step 0.7 at update 50,
+0.14 at 400, while the uncertainty weights move from 0.5 each to content 0.72,
+style 0.34). The paper's quality needs far more updates (a GPU).
 
 Outputs in ``out_dir``: ``model.pt`` (what inference needs), ``trainer.pt``
 (everything, for ``resume``), ``log.csv`` (one row per ``log_every``
