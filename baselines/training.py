@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.run_files import read_csv
 from policies.sac_core import ReplayBuffer
 
 
@@ -25,6 +26,13 @@ class Progress:
     env_steps: int = 0
     episodes: int = 0
     elapsed_s: float = 0.0
+
+    def log_row(self, logs: list[dict[str, float]], rewards: list[float], keys=None) -> dict[str, float]:
+        """One ``log.csv`` row: ``mean_logs(logs, keys)``, the counters and the mean of the acting ``rewards``."""
+        row = mean_logs(logs, keys)
+        row.update(update=self.updates, env_steps=self.env_steps, episodes=self.episodes,
+                   elapsed_s=round(self.elapsed_s, 2), reward=sum(rewards) / len(rewards))
+        return row
 
 
 def json_friendly(value):
@@ -75,6 +83,11 @@ def trainer_checkpoint(format: str, config_summary: dict, agent, buffer: ReplayB
         "progress": dataclasses.asdict(progress),
         "rng": {"torch": torch.get_rng_state(), "data": data_generator.get_state()},
     }
+
+
+def rows_until(log: Path, updates: int) -> list[dict]:
+    """The rows of ``log.csv`` up to update ``updates`` (a resume drops those logged after its checkpoint)."""
+    return [row for row in read_csv(log) if int(row["update"]) <= updates]
 
 
 def restore_trainer(saved: dict, agent, buffer: ReplayBuffer, data_generator: torch.Generator) -> Progress:

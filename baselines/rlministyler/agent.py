@@ -31,8 +31,8 @@ per-element one and alpha starts at 0.1 (this port's choice): in a 300-update
 CPU run with alpha starting at 1 (and the actor at the full learning rate)
 the action's standard deviation ran to its upper bound e^2 and the builder
 learnt to paint the noise; starting at 0.1 (actor at lr / 10) it stayed
-below 1 and the step-wise stylization began to show (``train.py`` notes
-what that run reached).
+below 1 and the step-wise stylization began to show (both runs with the
+public builder; ``train.py`` notes what the current model reaches).
 """
 
 from __future__ import annotations

@@ -55,9 +55,9 @@ from baselines.rlministyler.inference import FORMATS, save_model, step_losses
 from baselines.rlministyler.losses import MiniStylerObjective
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
 from baselines.rlnst.data import ContentFrames, default_clips, default_photos, expand_images, shared_data_dir
-from baselines.training import Progress, RunFiles, json_friendly, mean_logs, restore_trainer, trainer_checkpoint
+from baselines.training import Progress, RunFiles, json_friendly, restore_trainer, rows_until, trainer_checkpoint
 from pipeline.images import atomic_output, load_image
-from pipeline.run_files import plot_curves, read_csv, save_checkpoint_atomic, write_csv
+from pipeline.run_files import plot_curves, save_checkpoint_atomic, write_csv
 from policies.sac_core import ReplayBuffer
 
 HELD_OUT_STYLES: tuple[str, ...] = ("woman_with_hat_matisse.jpg",)
@@ -203,7 +203,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         saved = torch.load(files.trainer, map_location=cfg.device, weights_only=False)
         _check_resumable(saved, cfg)
         progress = restore_trainer(saved, agent, buffer, data_generator)
-        rows = [r for r in read_csv(files.log) if int(r["update"]) <= progress.updates]
+        rows = rows_until(files.log, progress.updates)
         log(f"resumed from {files.trainer} at update {progress.updates}")
 
     def save() -> None:
@@ -251,9 +251,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
             pending.append(logs)
             if progress.updates % cfg.log_every == 0 or progress.updates == cfg.updates:
                 progress.elapsed_s = time.perf_counter() - started
-                row = mean_logs(pending, keys=LOG_COLUMNS)
-                row.update(update=progress.updates, env_steps=progress.env_steps, episodes=progress.episodes,
-                           elapsed_s=round(progress.elapsed_s, 2), reward=sum(rewards) / len(rewards))
+                row = progress.log_row(pending, rewards, keys=LOG_COLUMNS)
                 rows.append(row)
                 pending, rewards = [], []
                 write_csv(rows, files.log, columns=LOG_COLUMNS)

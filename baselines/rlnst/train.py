@@ -36,9 +36,9 @@ from baselines.rlnst.data import ContentFrames, default_clips, default_photos, e
 from baselines.rlnst.inference import FORMATS, save_model
 from baselines.rlnst.losses import RLNSTObjective
 from baselines.rlnst.models import Hidden, RLNST, RLNSTConfig
-from baselines.training import Progress, RunFiles, json_friendly, mean_logs, restore_trainer, trainer_checkpoint
+from baselines.training import Progress, RunFiles, json_friendly, restore_trainer, rows_until, trainer_checkpoint
 from pipeline.images import load_image
-from pipeline.run_files import plot_curves, read_csv, save_checkpoint_atomic, write_csv
+from pipeline.run_files import plot_curves, save_checkpoint_atomic, write_csv
 from policies.sac_core import ReplayBuffer
 
 MODES = ("image", "video")
@@ -168,7 +168,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         saved = torch.load(files.trainer, map_location=cfg.device, weights_only=True)
         _check_resumable(saved, cfg)
         progress = restore_trainer(saved, agent, buffer, data_generator)
-        rows = [r for r in read_csv(files.log) if int(r["update"]) <= progress.updates]
+        rows = rows_until(files.log, progress.updates)
         log(f"resumed from {files.trainer} at update {progress.updates}")
 
     def save() -> None:
@@ -224,9 +224,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
                 pending.append(logs)
                 if progress.updates % cfg.log_every == 0 or progress.updates == cfg.updates:
                     progress.elapsed_s = time.perf_counter() - started
-                    row = mean_logs(pending)
-                    row.update(update=progress.updates, env_steps=progress.env_steps, episodes=progress.episodes,
-                               elapsed_s=round(progress.elapsed_s, 2), reward=sum(rewards) / len(rewards))
+                    row = progress.log_row(pending, rewards)
                     rows.append(row)
                     pending, rewards = [], []
                     write_csv(rows, files.log, columns=LOG_COLUMNS)
