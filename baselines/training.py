@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.run_files import read_csv
+from pipeline.io.run_files import read_csv
 from policies.sac_core import ReplayBuffer
 
 

@@ -17,10 +17,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pipeline.cache import LatentCache
-from pipeline.images import resize_to_width, restore_size
-from pipeline.stylizers.base import Stylizer
-from pipeline.video_io import VideoWriter, iter_video_chunks, video_info
+from pipeline.io.images import resize_to_width, restore_size
+from pipeline.io.video import VideoWriter, iter_video_chunks, video_info
+from pipeline.latents.cache import LatentCache
+from pipeline.latents.stylizers.base import Stylizer
+from policies.rollout import apply_policy_to_chunk
 
 MAX_DEFAULT_WIDTH = 512
 
@@ -95,7 +96,6 @@ class StylizationPipeline:
         if self.policy is None:
             baseline = self.codec.decode(latents.to(device)).cpu()
             return StylizedClip(baseline, baseline), state
-        from policies.rollout import apply_policy_to_chunk
 
         refined, state = apply_policy_to_chunk(self.policy, latents, frames, state, flow_model=self.flow_model,
                                                codec=self.codec)

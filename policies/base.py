@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from pipeline.images import atomic_output
+from pipeline.io.files import atomic_output
 
 OBSERVATION_KINDS = ("pair", "flow")
 
@@ -51,8 +51,8 @@ class Policy(nn.Module):
     """A residual-latent policy.
 
     Subclasses set the class attributes ``kind`` (registry name) and
-    ``config_class`` (a dataclass with at least ``observation`` and
-    ``latent_channels`` fields), take the config as the only constructor
+    ``config_class`` (a dataclass with at least ``observation``,
+    ``latent_channels`` and ``flow_warp`` fields), take the config as the only constructor
     argument, and implement ``act``.
     """
 
@@ -72,6 +72,11 @@ class Policy(nn.Module):
     @property
     def latent_channels(self) -> int:
         return self.config.latent_channels
+
+    @property
+    def flow_warp(self) -> str:
+        """How the ``flow`` observation's warped previous output W_t is built: ``"latent"`` or ``"pixel"``."""
+        return self.config.flow_warp
 
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """Residual delta (N, C, h, w) for observations ``obs`` (N, Cobs, h, w).

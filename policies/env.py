@@ -23,13 +23,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from policies.flow_cache import FlowCache
 from policies.observations import (
-    LatentFlows, check_flow_warp, latent_flows, observation_channels, pixel_warped_latent,
+    LatentFlows,
+    check_flow_warp,
+    latent_flows,
+    observation_channels,
+    pixel_warped_latent,
 )
 from policies.rollout import RolloutState, advance, observe
 from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, flows_and_masks
-from rewards.reward import TERM_NAMES, RewardScales, RewardTerms, StyleContentTemporalReward
+from rewards.flow_cache import FlowCache
+from rewards.reward import (
+    TERM_NAMES,
+    RewardScales,
+    RewardTerms,
+    StyleContentTemporalReward,
+)
 from rewards.warp import backward_warp
 
 
@@ -105,11 +114,11 @@ def prepare_clip(
 ) -> ClipData:
     """Build the ``ClipData`` of ``frames`` (T,3,H,W) in [0,1] (T >= 2, sides multiples of 8).
 
-    ``stylizer``: a ``pipeline.stylizers.base.Stylizer`` (its codec decodes);
-    ``cache``: a ``pipeline.cache.LatentCache`` or None (stylize without caching);
+    ``stylizer``: a ``pipeline.latents.stylizers.base.Stylizer`` (its codec decodes);
+    ``cache``: a ``pipeline.latents.cache.LatentCache`` or None (stylize without caching);
     ``flow_model``: RAFT or None (the shared RAFT-small); ``reward``: the
     style's reward module, whose ``scales`` are set to the clip's; ``flow_cache``: reuse flows computed
-    by earlier runs (``policies.flow_cache.FlowCache``). Tensors live on the codec's device.
+    by earlier runs (``rewards.flow_cache.FlowCache``). Tensors live on the codec's device.
     """
     if reward is None:
         raise TypeError("prepare_clip() needs the style's reward module (reward=...)")
@@ -194,10 +203,8 @@ class LatentStyleEnv:
         return self.clip.num_frames
 
     def adopt(self, policy) -> LatentStyleEnv:
-        """Use ``policy``'s ``flow_warp`` (from its config) when it has one; call before ``reset``."""
-        flow_warp = getattr(getattr(policy, "config", None), "flow_warp", None)
-        if flow_warp is not None:
-            self.flow_warp = check_flow_warp(flow_warp)
+        """Use ``policy``'s ``flow_warp``; call before ``reset``."""
+        self.flow_warp = check_flow_warp(policy.flow_warp)
         return self
 
     def _observe(self) -> Tensor:

@@ -36,7 +36,6 @@ from torch import Tensor
 from policies.base import check_observation_kind
 from rewards.warp import backward_warp, resize_flow
 
-
 FLOW_WARPS = ("latent", "pixel")
 
 

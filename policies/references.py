@@ -26,6 +26,7 @@ def _check_obs(policy: Policy, obs: Tensor) -> None:
 class IdentityConfig:
     latent_channels: int
     observation: str = "pair"
+    flow_warp: str = "latent"
 
 
 @register_policy

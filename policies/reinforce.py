@@ -20,8 +20,8 @@ near the baseline; 0.7 with ``flow_warp="pixel"`` starts at the best measured
 reference) and RL learns where and how much to pull toward the warped
 previous output.
 ``flow_warp`` selects how W_t is built (``latent`` or ``pixel``,
-``policies.observations``); ``warp_codec`` names the codec that re-encodes
-the pixel warp at inference when the caller gives none.
+``policies.observations``); the pixel warp re-encodes with the codec the
+caller passes (the pipeline's own).
 
 Update (``Reinforce.train_episode``): per transition, loss
 -(A_t - b) * log pi(delta_t | obs_t), with A_t = r_t(policy) - r_t(baseline)
@@ -61,7 +61,6 @@ class ReinforcePolicyConfig:
     head: str = "residual"
     init_alpha: float = 0.02
     flow_warp: str = "latent"
-    warp_codec: str = "taef2"
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -265,7 +264,7 @@ class Reinforce:
 
 def make_algorithm(observation: str, latent_channels: int, **options: Any) -> Reinforce:
     """A ``Reinforce`` learner for a fresh ``ReinforcePolicy``; ``options`` are fields of
-    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma, head, init_alpha, flow_warp, warp_codec) or ``ReinforceConfig``."""
+    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma, head, init_alpha, flow_warp) or ``ReinforceConfig``."""
     policy_fields = {f.name for f in dataclasses.fields(ReinforcePolicyConfig)} - {"observation", "latent_channels"}
     learner_fields = {f.name for f in dataclasses.fields(ReinforceConfig)}
     unknown = set(options) - policy_fields - learner_fields

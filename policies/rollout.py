@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from policies.base import Policy
-from policies.observations import LatentFlows, build_observation, check_flow_warp, latent_flows, pixel_warped_latent
+from policies.observations import (
+    LatentFlows,
+    build_observation,
+    latent_flows,
+    pixel_warped_latent,
+)
+from rewards.flow import flows_and_masks
 
 
 @dataclass
@@ -32,24 +38,6 @@ class RolloutState:
     prev_baseline: Tensor | None = None
     prev_frame: Tensor | None = None
     prev_output_frame: Tensor | None = None
-
-
-def policy_flow_warp(policy: Policy, flow_warp: str | None = None) -> str:
-    """How ``policy`` builds W_t of the flow observation: ``flow_warp`` if given, else its config's (default latent)."""
-    return check_flow_warp(flow_warp or getattr(policy.config, "flow_warp", "latent"))
-
-
-_CODECS: dict[tuple[str, str], object] = {}
-
-
-def default_warp_codec(policy: Policy, device: torch.device):
-    """The codec named by the policy's ``warp_codec`` (default taef2), loaded once per (name, device)."""
-    from pipeline.codecs import load_codec
-
-    key = (getattr(policy.config, "warp_codec", "taef2"), str(device))
-    if key not in _CODECS:
-        _CODECS[key] = load_codec(key[0], device=device)
-    return _CODECS[key]
 
 
 def observe(
@@ -104,7 +92,6 @@ def apply_policy(
     state: RolloutState | None = None,
     pixel_flows: Tensor | None = None,
     codec=None,
-    flow_warp: str | None = None,
 ) -> tuple[Tensor, RolloutState]:
     """Refined latents L_t + delta_t (t,C,h,w) of a chunk, acting with the policy's mean.
 
@@ -114,9 +101,9 @@ def apply_policy(
     t-1 at the start of a video (``state`` None). ``state``: from the
     previous chunk's call. Returns the refined latents (same device as the
     input) and the state for the next chunk.
-    ``flow_warp`` (default the policy's, ``policy_flow_warp``) ``pixel`` also
-    needs ``pixel_flows`` (full-resolution flows to the previous frame, as
-    many entries as ``latent_flows``) and the ``codec``.
+    Policies whose ``flow_warp`` is ``pixel`` also need ``pixel_flows``
+    (full-resolution flows to the previous frame, as many entries as
+    ``latent_flows``) and the ``codec`` that decodes and re-encodes the warp.
     """
     if baseline_latents.ndim != 4 or baseline_latents.shape[1] != policy.latent_channels:
         raise ValueError(
@@ -129,7 +116,7 @@ def apply_policy(
         return baseline_latents.clone(), state
     if policy.observation == "flow" and latent_flows is None and (count > 1 or state.prev_output is not None):
         raise ValueError("a flow-observation policy needs latent_flows")
-    pixel = policy.observation == "flow" and policy_flow_warp(policy, flow_warp) == "pixel"
+    pixel = policy.observation == "flow" and policy.flow_warp == "pixel"
     if pixel and (codec is None or (pixel_flows is None and (count > 1 or state.prev_output is not None))):
         raise ValueError("the pixel flow warp needs the codec and the full-resolution pixel_flows")
     if pixel and pixel_flows is not None:
@@ -162,36 +149,31 @@ def apply_policy_to_chunk(
     baseline_latents: Tensor,
     frames: Tensor,
     state: RolloutState | None = None,
-    flow_model=None,
+    flow_model: torch.nn.Module | None = None,
     codec=None,
-    flow_warp: str | None = None,
 ) -> tuple[Tensor, RolloutState]:
     """``apply_policy`` on a chunk of a video given its content frames (t,3,H,W) in [0,1].
 
     For ``flow`` policies the content flows from each frame to the one before
     (across the chunk boundary too, through ``state.prev_frame``) and their
-    occlusion masks are estimated with ``flow_model`` (default the shared
-    RAFT-small) and downsampled to the latent size. Returns the refined
-    latents (t,C,h,w) and the state for the next chunk of the same video.
-    Policies with the ``pixel`` flow warp (their config's, or ``flow_warp``)
-    also use ``codec`` (default: the one their config names, ``default_warp_codec``).
+    occlusion masks are estimated with ``flow_model`` (a ``rewards.flow.RAFTFlow``
+    or any model with its call signature; required for them) and downsampled to
+    the latent size. Policies with the ``pixel`` flow warp also need the
+    ``codec``. Returns the refined latents (t,C,h,w) and the state for the next
+    chunk of the same video.
     """
     if frames.shape[0] != baseline_latents.shape[0]:
         raise ValueError(f"{frames.shape[0]} frames but {baseline_latents.shape[0]} baseline latents")
     state = state or RolloutState()
     flows = pixel_flows = None
     if policy.observation == "flow":
-        from rewards.flow import default_flow_model, flows_and_masks
-
+        if flow_model is None:
+            raise ValueError("a flow-observation policy needs a flow_model to estimate the content flows")
         sequence = frames if state.prev_frame is None else torch.cat([state.prev_frame.to(frames), frames])
         if sequence.shape[0] >= 2:
-            model = flow_model if flow_model is not None else default_flow_model(frames.device)
-            pixel = flows_and_masks(sequence, model)
+            pixel = flows_and_masks(sequence, flow_model)
             flows = latent_flows(pixel.flow_bwd, pixel.mask_bwd, tuple(baseline_latents.shape[-2:]))
             pixel_flows = pixel.flow_bwd
-        if policy_flow_warp(policy, flow_warp) == "pixel" and codec is None:
-            codec = default_warp_codec(policy, _policy_device(policy, baseline_latents.device))
-    refined, state = apply_policy(policy, baseline_latents, flows, state, pixel_flows=pixel_flows, codec=codec,
-                                  flow_warp=flow_warp)
+    refined, state = apply_policy(policy, baseline_latents, flows, state, pixel_flows=pixel_flows, codec=codec)
     state.prev_frame = frames[-1:].detach()
     return refined, state

@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-from pipeline.run_files import panel_grid, read_csv, save_figure_atomic, write_csv
+from pipeline.io.run_files import panel_grid, read_csv, save_figure_atomic, write_csv
 
 FIRST_COLUMNS = {"episodes": ["epoch", "episode", "clip", "rank", "steps"], "epochs": ["epoch"]}
 CURVES = ("reward", "advantage", "style", "content", "temporal", "sigma")

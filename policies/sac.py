@@ -65,7 +65,13 @@ from policies.sac_core import (
     state_dicts,
     twin_q_target,
 )
-from policies.sac_networks import CriticConfig, PlanDecoder, Planner, SACPolicyConfig, TwinCritic
+from policies.sac_networks import (
+    CriticConfig,
+    PlanDecoder,
+    Planner,
+    SACPolicyConfig,
+    TwinCritic,
+)
 
 TRANSITION_FIELDS = ("obs", "plan", "reward", "next_obs", "done")
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policies.base import check_observation_kind
-from policies.observations import observation_channels
+from policies.observations import check_flow_warp, observation_channels
 from policies.reinforce import ResidualBlock, conv_norm_relu
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -61,9 +61,11 @@ class SACPolicyConfig:
     init_gate: float = 0.0
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    flow_warp: str = "latent"
 
     def __post_init__(self) -> None:
         check_observation_kind(self.observation)
+        check_flow_warp(self.flow_warp)
         for name in ("latent_channels", "hidden", "plan_channels", "plan_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SACPolicyConfig.{name} must be a positive integer, got {getattr(self, name)}")

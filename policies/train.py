@@ -39,18 +39,25 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.images import atomic_output, load_image, resize_to_width
-from pipeline.precision import check_precision
-from pipeline.video_io import list_videos, read_video
+from pipeline.io.files import atomic_output, shared_data_dir
+from pipeline.io.images import load_image, resize_to_width
+from pipeline.io.precision import check_precision
+from pipeline.io.video import list_videos, read_video
+from pipeline.latents.cache import LatentCache
+from pipeline.latents.codecs import load_codec
+from pipeline.latents.stylizers import build_stylizer
 from policies.base import algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
-from policies.flow_cache import FlowCache
 from policies.parallel import broadcast_module, mean_over_processes
 from policies.run_log import RunLog
+from rewards.content import LPIPSDistance
+from rewards.flow import default_flow_model
+from rewards.flow_cache import FlowCache
+from rewards.reward import RewardWeights, StyleContentTemporalReward
+from rewards.style import GramStyleLoss
+from rewards.vgg import VGG16Features
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
-DEFAULT_VIDEOS = SHARED / "data" / "videos" / "train"
+DEFAULT_VIDEOS = shared_data_dir() / "videos" / "train"
 CHECKPOINT = "last.pt"
 MIN_SIDE = 32  # LPIPS-alex's smallest input
 # What the default agent (REINFORCE on flow observations) trains with unless --option says otherwise: the blend
@@ -108,7 +115,7 @@ class TrainConfig:
 
 
 def find_videos(folder: str | os.PathLike) -> list[Path]:
-    """Training clips in ``folder`` (``pipeline.video_io.list_videos``); the shared test clips are refused."""
+    """Training clips in ``folder`` (``pipeline.io.video.list_videos``); the shared test clips are refused."""
     folder = Path(folder)
     if folder.name == "test" and folder.parent.name == "videos":
         raise ValueError(f"{folder} holds the test clips; training on them is not allowed (use videos/train)")
@@ -197,12 +204,6 @@ class Trainer:
             raise FileExistsError(f"{self.folder} already holds a run; pass --resume to continue it or choose another --out")
 
     def _components(self):
-        from pipeline.codecs import load_codec
-        from pipeline.stylizers import build_stylizer
-        from rewards.content import LPIPSDistance
-        from rewards.reward import RewardWeights, StyleContentTemporalReward
-        from rewards.style import GramStyleLoss
-        from rewards.vgg import VGG16Features
 
         style = self.style_image = self.style_image.to(self.device)
         codec = load_codec(self.config.codec, device=self.device, precision=self.config.precision)
@@ -213,8 +214,6 @@ class Trainer:
 
     def _prepare_clips(self, stylizer, reward) -> list[ClipData]:
         """This process's windows (every world-th, the list padded so all processes get as many)."""
-        from pipeline.cache import LatentCache
-        from rewards.flow import default_flow_model
 
         windows = load_windows(self.videos, self.config.size, self.config.max_frames)
         per_process = -(-len(windows) // self.world)

@@ -2,8 +2,18 @@
 
 from rewards.content import LPIPSDistance
 from rewards.flow import ClipFlows, RAFTFlow, estimate_flows, flows_and_masks
-from rewards.reward import RewardScales, RewardTerms, RewardWeights, StyleContentTemporalReward
-from rewards.style import GramStyleLoss, gram_matrix, perceptual_loss, perceptual_loss_from_features
+from rewards.reward import (
+    RewardScales,
+    RewardTerms,
+    RewardWeights,
+    StyleContentTemporalReward,
+)
+from rewards.style import (
+    GramStyleLoss,
+    gram_matrix,
+    perceptual_loss,
+    perceptual_loss_from_features,
+)
 from rewards.temporal import WarpingError, temporal_loss, warping_error
 from rewards.vgg import VGG16Features
 from rewards.warp import backward_warp, occlusion_mask, resize_flow

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pipeline.images import to_uint8
+from pipeline.io.images import to_uint8
 
 METHODS = ("auto", "dis", "farneback")
 DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}  # cv2.DISOPTICAL_FLOW_PRESET_*

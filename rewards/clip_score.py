@@ -27,10 +27,15 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.constants import (
+    HF_SAFE_WEIGHTS_NAME,
+    HF_WEIGHTS_NAME,
+    OPENAI_DATASET_MEAN,
+    OPENAI_DATASET_STD,
+)
 from torch import Tensor, nn
 
-from pipeline.weights import ENV_OFFLINE
+from pipeline.io.weights import ENV_OFFLINE
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"

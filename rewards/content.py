@@ -18,7 +18,7 @@ import warnings
 import lpips
 from torch import Tensor, nn
 
-from pipeline.weights import load_state_dict
+from pipeline.io.weights import load_state_dict
 
 MIN_SIZE = 32  # AlexNet's stride-4 conv and two 3x3/2 pools need at least 31 px
 

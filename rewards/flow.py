@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.optical_flow import raft_large, raft_small
 
-from pipeline import weights
+from pipeline.io import weights
 from rewards.warp import occlusion_mask, resize_flow
 
 RAFT_MIN_SIZE = 128  # torchvision's RAFT needs both sides >= 128 px

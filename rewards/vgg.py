@@ -8,7 +8,7 @@ after the deepest requested layer. Parameters are frozen and the module stays
 in eval mode, but it is differentiable with respect to its input: style and
 perceptual losses backpropagate through it into pixels or latents.
 ``precision="bf16"`` runs the convolutions under bf16 autocast and returns
-fp32 features (``pipeline.precision``): about 2x faster on a CPU with native
+fp32 features (``pipeline.io.precision``): about 2x faster on a CPU with native
 bf16, Gram style losses within 0.1% of fp32 on real frames. Training rewards
 use it; evaluation metrics keep the fp32 default.
 """
@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from pipeline.precision import autocast, check_precision, resolve_precision
-from pipeline.weights import load_state_dict
+from pipeline.io.precision import autocast, check_precision, resolve_precision
+from pipeline.io.weights import load_state_dict
 
 # Index of each ReLU in torchvision's vgg16().features.
 VGG16_RELU_INDICES: dict[str, int] = {
@@ -42,7 +42,7 @@ class VGG16Features(nn.Module):
 
     ``layers``: names from ``VGG16_RELU_INDICES`` (``relu1_1`` ... ``relu5_3``).
     ``weights_path``: explicit ``vgg16_features.pth``; by default the project's
-    weight lookup (``pipeline.weights``) finds it. ``precision``: "fp32"
+    weight lookup (``pipeline.io.weights``) finds it. ``precision``: "fp32"
     (default), "bf16" or "auto" (bf16 where the CPU runs it natively; resolved
     for the CPU here, again when the module moves with ``.to``).
     """

@@ -30,9 +30,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.codecs import load_codec  # noqa: E402
-from pipeline.images import load_image, resize_to_width  # noqa: E402
-from pipeline.profiling import (  # noqa: E402
+from pipeline.evaluation.profiling import (  # noqa: E402
     alternating_medians,
     device_label,
     looped_clips_in_fresh_processes,
@@ -40,15 +38,26 @@ from pipeline.profiling import (  # noqa: E402
     print_table,
     seconds_per_call,
 )
+from pipeline.io.files import shared_data_dir  # noqa: E402
+from pipeline.io.images import load_image, resize_to_width  # noqa: E402
+from pipeline.io.video import read_video  # noqa: E402
+from pipeline.latents.codecs import load_codec  # noqa: E402
+from pipeline.latents.stylizers import build_stylizer  # noqa: E402
 from pipeline.stylize import StylizationPipeline  # noqa: E402
-from pipeline.stylizers import build_stylizer  # noqa: E402
-from pipeline.video_io import read_video  # noqa: E402
 from policies.base import ALGORITHM_MODULES, load_policy, make_algorithm  # noqa: E402
+from policies.env import LatentStyleEnv, prepare_clip, score_frames  # noqa: E402
+from policies.observations import latent_flows, pixel_warped_latent  # noqa: E402
+from policies.rollout import apply_policy  # noqa: E402
+from policies.train import RECOMMENDED_OPTIONS  # noqa: E402
+from rewards.content import LPIPSDistance  # noqa: E402
 from rewards.flow import RAFTFlow, flows_and_masks  # noqa: E402
+from rewards.reward import StyleContentTemporalReward  # noqa: E402
+from rewards.style import GramStyleLoss  # noqa: E402
+from rewards.vgg import VGG16Features  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = shared_data_dir()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,8 +96,6 @@ def _num(value: float) -> str:
 
 def inference(args: argparse.Namespace) -> dict[str, float]:
     """Seconds per frame of the baseline and the policy pipeline (alternating repeats), and the overhead's parts."""
-    from policies.observations import latent_flows
-    from policies.rollout import apply_policy
 
     device = torch.device(args.device)
     frames = resize_to_width(read_video(args.video, max_frames=args.frames)[0], args.size).to(device)
@@ -117,13 +124,6 @@ def inference(args: argparse.Namespace) -> dict[str, float]:
 def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object]], dict[str, float]]:
     """Transitions per second of each training algorithm (its train_policy.py defaults) on one clip window
     ``size`` px wide, and where a REINFORCE transition's time goes (ms per part, timed alone)."""
-    from policies.env import LatentStyleEnv, prepare_clip, score_frames
-    from policies.observations import pixel_warped_latent
-    from policies.train import RECOMMENDED_OPTIONS
-    from rewards.content import LPIPSDistance
-    from rewards.reward import StyleContentTemporalReward
-    from rewards.style import GramStyleLoss
-    from rewards.vgg import VGG16Features
 
     device = torch.device(args.device)
     frames = resize_to_width(read_video(args.video, max_frames=args.train_frames)[0], size).to(device)

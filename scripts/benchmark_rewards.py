@@ -20,10 +20,11 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.codecs import load_codec  # noqa: E402
-from pipeline.images import load_image, resize_to_width  # noqa: E402
-from pipeline.profiling import device_label, print_table, seconds_per_call  # noqa: E402
-from pipeline.video_io import read_video  # noqa: E402
+from pipeline.evaluation.profiling import device_label, print_table, seconds_per_call  # noqa: E402
+from pipeline.io.files import shared_data_dir  # noqa: E402
+from pipeline.io.images import load_image, resize_to_width  # noqa: E402
+from pipeline.io.video import read_video  # noqa: E402
+from pipeline.latents.codecs import load_codec  # noqa: E402
 from rewards.content import LPIPSDistance  # noqa: E402
 from rewards.flow import RAFTFlow, flows_and_masks  # noqa: E402
 from rewards.style import GramStyleLoss  # noqa: E402
@@ -31,7 +32,7 @@ from rewards.temporal import temporal_loss, warping_error  # noqa: E402
 from rewards.vgg import VGG16Features  # noqa: E402
 from rewards.warp import occlusion_mask  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data_dir()
 # What one RL step evaluates; flows and occlusion masks are computed once per clip beforehand.
 REWARD_PARTS = ("codec decode", "gram style", "lpips content", "temporal loss")
 

@@ -22,12 +22,13 @@ if __package__ in (None, ""):
 
 from baselines.rlministyler.inference import load_model, resize_style  # noqa: E402
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig  # noqa: E402
-from pipeline.images import load_image  # noqa: E402
-from pipeline.profiling import alternating_medians, device_label, print_table  # noqa: E402
-from pipeline.video_io import read_video  # noqa: E402
+from pipeline.evaluation.profiling import alternating_medians, device_label, print_table  # noqa: E402
+from pipeline.io.files import shared_data_dir  # noqa: E402
+from pipeline.io.images import load_image  # noqa: E402
+from pipeline.io.video import read_video  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data_dir()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -26,23 +26,24 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.codecs import load_codec  # noqa: E402
-from pipeline.images import load_image, resize_to_width  # noqa: E402
-from pipeline.precision import PRECISIONS  # noqa: E402
-from pipeline.profiling import (  # noqa: E402
+from pipeline.evaluation.profiling import (  # noqa: E402
     alternating_medians,
     device_label,
     looped_clips_in_fresh_processes,
     peak_rss_mib,
     print_table,
 )
+from pipeline.io.files import shared_data_dir  # noqa: E402
+from pipeline.io.images import load_image, resize_to_width  # noqa: E402
+from pipeline.io.precision import PRECISIONS  # noqa: E402
+from pipeline.io.video import read_video  # noqa: E402
+from pipeline.latents.codecs import load_codec  # noqa: E402
+from pipeline.latents.stylizers.latent_wct import LatentWCT  # noqa: E402
 from pipeline.stylize import StylizationPipeline  # noqa: E402
-from pipeline.stylizers.latent_wct import LatentWCT  # noqa: E402
-from pipeline.video_io import read_video  # noqa: E402
 from rewards.temporal import warping_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = shared_data_dir()
 TEST_CLIPS = ("wolf.mp4", "sintel_mountain_2", "sintel_alley")
 
 

@@ -25,7 +25,13 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.comparison import DEFAULT_CLIPS, DEFAULT_STYLES, CompareConfig, build_methods, run_comparison  # noqa: E402
+from pipeline.evaluation.comparison import (  # noqa: E402
+    DEFAULT_CLIPS,
+    DEFAULT_STYLES,
+    CompareConfig,
+    build_methods,
+    run_comparison,
+)
 from rewards.clip_score import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 

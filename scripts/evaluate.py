@@ -22,9 +22,9 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.evaluation import evaluate_video, summary_rows  # noqa: E402
-from pipeline.profiling import print_table  # noqa: E402
-from pipeline.report import write_json  # noqa: E402
+from pipeline.evaluation.metrics import evaluate_video, summary_rows  # noqa: E402
+from pipeline.evaluation.profiling import print_table  # noqa: E402
+from pipeline.io.files import write_json  # noqa: E402
 from rewards.classical_flow import METHODS as FLOW_METHODS  # noqa: E402
 from rewards.clip_score import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cache import LatentCache  # noqa: E402
-from pipeline.images import load_image, resize_to_width  # noqa: E402
-from pipeline.stylizers import STYLIZERS, build_stylizer  # noqa: E402
-from pipeline.video_io import iter_video_chunks, list_videos  # noqa: E402
+from pipeline.io.images import load_image, resize_to_width  # noqa: E402
+from pipeline.io.video import iter_video_chunks, list_videos  # noqa: E402
+from pipeline.latents.cache import LatentCache  # noqa: E402
+from pipeline.latents.stylizers import STYLIZERS, build_stylizer  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 
 

@@ -23,11 +23,15 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cache import LatentCache  # noqa: E402
-from pipeline.images import load_image
-from pipeline.precision import PRECISIONS
+from baselines.rlministyler.inference import load_model, stylize_frames  # noqa: E402
+from baselines.rlnst.inference import StepwiseStylizer, load_model  # noqa: E402
+from pipeline.io.images import load_image
+from pipeline.io.precision import PRECISIONS
+from pipeline.latents.cache import LatentCache  # noqa: E402
+from pipeline.latents.stylizers import STYLIZERS, build_stylizer
 from pipeline.stylize import StylizationPipeline, stream_video
-from pipeline.stylizers import STYLIZERS, build_stylizer
+from policies.base import load_policy  # noqa: E402
+from rewards.flow import RAFTFlow  # noqa: E402
 from scripts._cli import run_cli
 
 METHODS = ("latent", "rlnst-image", "rlnst-video", "rlministyler")
@@ -76,11 +80,9 @@ def pixel_method(args: argparse.Namespace, style):
     if not args.checkpoint:
         raise ValueError(f"--method {args.method} needs --checkpoint (a model.pt written by its training script)")
     if args.method == "rlministyler":
-        from baselines.rlministyler.inference import load_model, stylize_frames
 
         model = load_model(args.checkpoint, device=args.device)
         return lambda frames: [frames, stylize_frames(model, frames, style, args.rl_steps)]
-    from baselines.rlnst.inference import StepwiseStylizer, load_model
 
     model = load_model(args.checkpoint, device=args.device)
     if model.is_video != (args.method == "rlnst-video"):
@@ -117,11 +119,9 @@ def stylize_latent(args: argparse.Namespace, style) -> dict:
                               **(diffusest_options if args.stylizer == "diffusest" else {}))
     policy, flow_model = None, None
     if args.policy:
-        from policies.base import load_policy
 
         policy = load_policy(args.policy).to(args.device).eval()
         if policy.observation == "flow":
-            from rewards.flow import RAFTFlow
 
             flow_model = RAFTFlow().to(args.device)
     pipe = StylizationPipeline(stylizer, policy=policy, cache=None if args.no_cache else LatentCache(args.cache_dir),

@@ -23,7 +23,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.rlministyler.agent import AgentConfig  # noqa: E402
-from baselines.rlministyler.train import HELD_OUT_STYLES, TrainConfig, held_out_step_losses, train  # noqa: E402
+from baselines.rlministyler.train import (  # noqa: E402
+    HELD_OUT_STYLES,
+    TrainConfig,
+    held_out_step_losses,
+    train,
+)
 from scripts._cli import (  # noqa: E402
     add_content_arguments,
     add_replay_schedule_arguments,

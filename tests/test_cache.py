@@ -7,12 +7,12 @@ import shutil
 import pytest
 import torch
 
-from pipeline.cache import LatentCache
-from pipeline.codecs import load_codec
-from pipeline.images import resize_to_width
-from pipeline.stylizers.latent_wct import LatentWCT, LatentWCTConfig
-from pipeline.video_io import read_video
-from pipeline.images import load_image
+from pipeline.latents.cache import LatentCache
+from pipeline.latents.codecs import load_codec
+from pipeline.io.images import resize_to_width
+from pipeline.latents.stylizers.latent_wct import LatentWCT, LatentWCTConfig
+from pipeline.io.video import read_video
+from pipeline.io.images import load_image
 
 
 class CountingWCT(LatentWCT):

@@ -10,9 +10,9 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 from PIL import Image
 
-from pipeline.codecs import DiffusersCodec, LatentCodec, load_codec
-from pipeline.precision import native_bf16, resolve_precision
-from pipeline.weights import WeightsNotFoundError
+from pipeline.latents.codecs import DiffusersCodec, LatentCodec, load_codec
+from pipeline.io.precision import native_bf16, resolve_precision
+from pipeline.io.weights import WeightsNotFoundError
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 

@@ -1,4 +1,4 @@
-"""scripts/compare.py and pipeline.comparison / pipeline.report on a tiny real configuration:
+"""scripts/compare.py and pipeline.evaluation.comparison / pipeline.evaluation.report on a tiny real configuration:
 two test clips, 3 frames at 80 px, baseline + flow-blend + a policy saved with two seeds + an RL-NST video model
 + an RLMiniStyler model (any style)."""
 
@@ -15,10 +15,10 @@ from baselines.rlministyler.inference import save_model as save_rlministyler_mod
 from baselines.rlministyler.models import RLMiniStyler
 from baselines.rlnst.inference import save_model
 from baselines.rlnst.models import RLNST, RLNSTConfig
-from pipeline.comparison import MemoFlow, _rlnst_runner, build_methods, parse_named_sources
-from pipeline.images import resize_to_width
-from pipeline.report import LABEL_STRIP
-from pipeline.video_io import read_video, video_info
+from pipeline.evaluation.comparison import MemoFlow, _rlnst_runner, build_methods, parse_named_sources
+from pipeline.io.images import resize_to_width
+from pipeline.evaluation.report import LABEL_STRIP
+from pipeline.io.video import read_video, video_info
 from policies.base import make_algorithm
 from rewards.classical_flow import ClassicalFlow
 

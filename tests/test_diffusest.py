@@ -17,11 +17,11 @@ import pytest
 import torch
 from tokenizers import pre_tokenizers
 
-from pipeline.images import load_image
-from pipeline.stylizers.ddim_inversion import ddim_invert
-from pipeline.stylizers.diffusest import BlipDiffusionStyleEncoder, DiffuseSTConfig, DiffuseSTStylizer, fit_style
-from pipeline.stylizers.pnp_injection import FEATURES, KEY_VALUE, QUERY_KEY, PnPInjector, StepPlan
-from pipeline.weights import WeightsNotFoundError
+from pipeline.io.images import load_image
+from pipeline.latents.stylizers.ddim_inversion import ddim_invert
+from pipeline.latents.stylizers.diffusest import BlipDiffusionStyleEncoder, DiffuseSTConfig, DiffuseSTStylizer, fit_style
+from pipeline.latents.stylizers.pnp_injection import FEATURES, KEY_VALUE, QUERY_KEY, PnPInjector, StepPlan
+from pipeline.io.weights import WeightsNotFoundError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,7 +67,7 @@ def parts(data_dir) -> dict:
         block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
         sample_size=64, scaling_factor=1.0,
     ).eval()
-    from pipeline.codecs import DiffusersCodec
+    from pipeline.latents.codecs import DiffusersCodec
 
     photos = load_photos(data_dir)
     with torch.no_grad():

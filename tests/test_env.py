@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from pipeline.cache import LatentCache
-from pipeline.codecs import load_codec
-from pipeline.images import load_image, resize_to_width
-from pipeline.stylizers.latent_wct import LatentWCT
-from pipeline.video_io import read_video
+from pipeline.latents.cache import LatentCache
+from pipeline.latents.codecs import load_codec
+from pipeline.io.images import load_image, resize_to_width
+from pipeline.latents.stylizers.latent_wct import LatentWCT
+from pipeline.io.video import read_video
 from policies.base import make_algorithm
 from policies.env import LatentStyleEnv, prepare_clip, run_episode
 from policies.references import FlowBlendConfig, FlowBlendPolicy, IdentityConfig, IdentityPolicy

@@ -1,4 +1,4 @@
-"""Evaluation metrics (pipeline.evaluation, scripts/evaluate.py) and their scoring functions
+"""Evaluation metrics (pipeline.evaluation.metrics, scripts/evaluate.py) and their scoring functions
 (rewards.classical_flow, rewards.ssim, rewards.clip_score) on real frames and weights."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluation import Evaluator, evaluate_video, load_inputs
-from pipeline.images import load_image, resize_to_width, save_image
-from pipeline.stats import mean_ci, t_quantile_975
-from pipeline.video_io import VideoReadError, read_video, write_video
+from pipeline.evaluation.metrics import Evaluator, evaluate_video, load_inputs
+from pipeline.io.images import load_image, resize_to_width, save_image
+from pipeline.evaluation.stats import mean_ci, t_quantile_975
+from pipeline.io.video import VideoReadError, read_video, write_video
 from rewards.classical_flow import ClassicalFlow
 from rewards.clip_score import CLIPScorer, CLIPUnavailable, load_clip
 from rewards.ssim import ssim

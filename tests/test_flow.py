@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.weights import WeightsNotFoundError
+from pipeline.io.weights import WeightsNotFoundError
 from rewards.flo import FloReadError, read_flo
 from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, estimate_flows, flows_and_masks
 from rewards.warp import backward_warp, in_frame_mask, occlusion_mask, resize_flow

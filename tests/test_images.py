@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.images import (
+from pipeline.io.images import (
     ImageReadError,
     atomic_output,
     fit_to_multiple,

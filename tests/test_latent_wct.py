@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.codecs import load_codec
-from pipeline.images import load_image, resize_to_width
-from pipeline.stylizers.latent_wct import LatentWCT, LatentWCTConfig, _covariance
+from pipeline.latents.codecs import load_codec
+from pipeline.io.images import load_image, resize_to_width
+from pipeline.latents.stylizers.latent_wct import LatentWCT, LatentWCTConfig, _covariance
 from rewards.style import GramStyleLoss
 from rewards.vgg import VGG16Features
 

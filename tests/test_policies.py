@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.codecs import load_codec
-from pipeline.images import load_image, resize_to_width
-from pipeline.stylizers.latent_wct import LatentWCT
-from pipeline.video_io import read_video
+from pipeline.latents.codecs import load_codec
+from pipeline.io.images import load_image, resize_to_width
+from pipeline.latents.stylizers.latent_wct import LatentWCT
+from pipeline.io.video import read_video
 from policies.base import load_policy, make_algorithm
 from policies.observations import build_observation, check_flow_warp, latent_flows, observation_channels, pixel_warped_latent
 from policies.references import FlowBlendConfig, FlowBlendPolicy, IdentityConfig, IdentityPolicy

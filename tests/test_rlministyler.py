@@ -18,7 +18,7 @@ from baselines.rlministyler.losses import MiniStylerObjective, UncertaintyWeight
 from baselines.rlministyler.models import LOGIT_EPS, RLMiniStyler, RLMiniStylerConfig, StyleCode, TwinCritic
 from baselines.rlministyler.train import HELD_OUT_STYLES, TrainConfig, default_styles, train
 from baselines.rlnst.models import count_parameters
-from pipeline.images import load_image
+from pipeline.io.images import load_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,7 +21,7 @@ from baselines.rlnst.regularization import (
     random_smooth_flow,
 )
 from baselines.rlnst.train import TrainConfig, train
-from pipeline.images import load_image
+from pipeline.io.images import load_image
 from rewards.style import GramStyleLoss, perceptual_loss
 from scripts.train_rlnst import build_parser, main
 

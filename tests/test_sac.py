@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from pipeline.cache import LatentCache
-from pipeline.codecs import load_codec
-from pipeline.images import load_image, resize_to_width, save_image
-from pipeline.stylizers import build_stylizer
-from pipeline.video_io import read_video
+from pipeline.latents.cache import LatentCache
+from pipeline.latents.codecs import load_codec
+from pipeline.io.images import load_image, resize_to_width, save_image
+from pipeline.latents.stylizers import build_stylizer
+from pipeline.io.video import read_video
 from policies.base import load_policy, make_algorithm
 from policies.env import LatentStyleEnv, prepare_clip, run_episode
 from policies.observations import build_observation

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torchvision.models import alexnet
 
-from pipeline.weights import WeightsNotFoundError, load_state_dict, weight_path
+from pipeline.io.weights import WeightsNotFoundError, load_state_dict, weight_path
 from rewards.content import LPIPSDistance
 from rewards.style import (
     GramStyleLoss,

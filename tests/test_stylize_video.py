@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.codecs import load_codec
-from pipeline.images import load_image, resize_to_width
+from pipeline.latents.codecs import load_codec
+from pipeline.io.images import load_image, resize_to_width
 from pipeline.stylize import StylizationPipeline
-from pipeline.stylizers.latent_wct import LatentWCT
-from pipeline.video_io import read_video, video_info
+from pipeline.latents.stylizers.latent_wct import LatentWCT
+from pipeline.io.video import read_video, video_info
 from rewards.style import GramStyleLoss
 from rewards.vgg import VGG16Features
 from scripts import stylize_video

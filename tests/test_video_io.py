@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.images import load_image, resize_to_width, save_image
-from pipeline.video_io import (
+from pipeline.io.images import load_image, resize_to_width, save_image
+from pipeline.io.video import (
     VideoInfo,
     VideoReadError,
     VideoWriter,

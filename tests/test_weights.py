@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.weights import ENV_DIR, WEIGHTS, WeightsNotFoundError, load_state_dict, sha256_of, weight_path
+from pipeline.io.weights import ENV_DIR, WEIGHTS, WeightsNotFoundError, load_state_dict, sha256_of, weight_path
 
 
 @pytest.mark.parametrize("name", [n for n, spec in WEIGHTS.items() if spec.sha256])

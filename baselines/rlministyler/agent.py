@@ -44,9 +44,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from baselines.rlministyler.losses import MiniStylerObjective, UncertaintyWeights, contrastive_loss
+from baselines.rlministyler.losses import (
+    MiniStylerObjective,
+    UncertaintyWeights,
+    contrastive_loss,
+)
 from baselines.rlministyler.models import RLMiniStyler, TwinCritic
-from policies.sac_core import EntropyTemperature, load_state_dicts, polyak_update, state_dicts, twin_q_target
+from policies.sac_core import (
+    EntropyTemperature,
+    load_state_dicts,
+    polyak_update,
+    state_dicts,
+    twin_q_target,
+)
 
 
 @dataclass

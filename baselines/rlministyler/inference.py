@@ -21,9 +21,14 @@ from torch import Tensor
 
 from baselines.rlministyler.losses import MiniStylerObjective
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
+
 # RL-NST's padding helper (private there; the same rule applies: multiples of 4, at least 8 px).
 from baselines.rlnst.inference import pad_to_multiple
-from pipeline.run_files import config_from_dict, load_model_checkpoint, save_model_checkpoint
+from pipeline.io.run_files import (
+    config_from_dict,
+    load_model_checkpoint,
+    save_model_checkpoint,
+)
 
 FORMATS = ("rlministyler-model-v2", "rlministyler-trainer-v2")  # v2: residual steps in the model config
 

@@ -54,10 +54,23 @@ from baselines.rlministyler.agent import AgentConfig, MiniStylerAgent
 from baselines.rlministyler.inference import FORMATS, save_model, step_losses
 from baselines.rlministyler.losses import MiniStylerObjective
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
-from baselines.rlnst.data import ContentFrames, default_clips, default_photos, expand_images, shared_data_dir
-from baselines.training import Progress, RunFiles, json_friendly, restore_trainer, rows_until, trainer_checkpoint
-from pipeline.images import atomic_output, load_image
-from pipeline.run_files import plot_curves, save_checkpoint_atomic, write_csv
+from baselines.rlnst.data import (
+    ContentFrames,
+    default_clips,
+    default_photos,
+    expand_images,
+)
+from baselines.training import (
+    Progress,
+    RunFiles,
+    json_friendly,
+    restore_trainer,
+    rows_until,
+    trainer_checkpoint,
+)
+from pipeline.io.files import atomic_output, save_torch_atomic, shared_data_dir
+from pipeline.io.images import load_image
+from pipeline.io.run_files import plot_curves, write_csv
 from policies.sac_core import ReplayBuffer
 
 HELD_OUT_STYLES: tuple[str, ...] = ("woman_with_hat_matisse.jpg",)
@@ -208,7 +221,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
 
     def save() -> None:
         save_model(model, files.model, **training_info(cfg, progress))
-        save_checkpoint_atomic(
+        save_torch_atomic(
             trainer_checkpoint(FORMATS[1], cfg.summary(), agent, buffer, progress, data_generator), files.trainer
         )
         write_csv(rows, files.log, columns=LOG_COLUMNS)

@@ -50,14 +50,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from baselines.rlnst.losses import RLNSTObjective
-from baselines.rlnst.models import CriticConfig, Hidden, RLNST, TwinCritic
+from baselines.rlnst.models import RLNST, CriticConfig, Hidden, TwinCritic
 from baselines.rlnst.regularization import (
     CompoundRegularizationConfig,
     compound_regularization,
     random_perturbation,
 )
-from policies.sac_core import EntropyTemperature, load_state_dicts, polyak_update, state_dicts, twin_q_target
-
+from policies.sac_core import (
+    EntropyTemperature,
+    load_state_dicts,
+    polyak_update,
+    state_dicts,
+    twin_q_target,
+)
 
 ANCHORS = ("state", "content")
 

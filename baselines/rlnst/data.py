@@ -9,7 +9,6 @@ the shared test clips are for evaluation only.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.images import load_image
-from pipeline.video_io import IMAGE_EXTENSIONS, read_video
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data_dir() -> Path:
-    """The shared data folder: ``$VSTYLE_SHARED/data``, by default ``../shared/data`` beside the repository."""
-    return Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared")) / "data"
+from pipeline.io.files import shared_data_dir
+from pipeline.io.images import load_image
+from pipeline.io.video import IMAGE_EXTENSIONS, read_video
 
 
 def default_clips() -> list[Path]:

@@ -18,8 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from baselines.rlnst.models import MIN_SIZE, Hidden, RLNST, RLNSTConfig
-from pipeline.run_files import config_from_dict, load_model_checkpoint, save_model_checkpoint
+from baselines.rlnst.models import MIN_SIZE, RLNST, Hidden, RLNSTConfig
+from pipeline.io.run_files import (
+    config_from_dict,
+    load_model_checkpoint,
+    save_model_checkpoint,
+)
 
 FORMATS = ("rlnst-model-v1", "rlnst-trainer-v1")  # model.pt, trainer.pt
 

@@ -31,7 +31,13 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from rewards.style import CONTENT_LAYER, STYLE_LAYERS, GramStyleLoss, gram_matrix, perceptual_loss_from_features
+from rewards.style import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    GramStyleLoss,
+    gram_matrix,
+    perceptual_loss_from_features,
+)
 from rewards.vgg import VGG16Features
 
 

@@ -32,13 +32,26 @@ from pathlib import Path
 import torch
 
 from baselines.rlnst.agent import AgentConfig, RLNSTAgent
-from baselines.rlnst.data import ContentFrames, default_clips, default_photos, expand_images
+from baselines.rlnst.data import (
+    ContentFrames,
+    default_clips,
+    default_photos,
+    expand_images,
+)
 from baselines.rlnst.inference import FORMATS, save_model
 from baselines.rlnst.losses import RLNSTObjective
-from baselines.rlnst.models import Hidden, RLNST, RLNSTConfig
-from baselines.training import Progress, RunFiles, json_friendly, restore_trainer, rows_until, trainer_checkpoint
-from pipeline.images import load_image
-from pipeline.run_files import plot_curves, save_checkpoint_atomic, write_csv
+from baselines.rlnst.models import RLNST, Hidden, RLNSTConfig
+from baselines.training import (
+    Progress,
+    RunFiles,
+    json_friendly,
+    restore_trainer,
+    rows_until,
+    trainer_checkpoint,
+)
+from pipeline.io.files import save_torch_atomic
+from pipeline.io.images import load_image
+from pipeline.io.run_files import plot_curves, write_csv
 from policies.sac_core import ReplayBuffer
 
 MODES = ("image", "video")
@@ -173,7 +186,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
 
     def save() -> None:
         save_model(model, files.model, **training_info(cfg, progress))
-        save_checkpoint_atomic(
+        save_torch_atomic(
             trainer_checkpoint(FORMATS[1], cfg.summary(), agent, buffer, progress, data_generator), files.trainer
         )
         write_csv(rows, files.log, columns=LOG_COLUMNS)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pipeline.weights import load_state_dict
+from pipeline.io.weights import load_state_dict
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def load_taef2(
     """Encoder and decoder with the pretrained weights (float32, CPU, strict keys).
 
     ``weights_dir`` holds ``taef2_encoder.pth`` and ``taef2_decoder.pth``; by
-    default they are found by ``pipeline.weights`` (``VSTYLE_WEIGHTS``, cache).
+    default they are found by ``pipeline.io.weights`` (``VSTYLE_WEIGHTS``, cache).
     """
     encoder, decoder = TAEF2Encoder(config), TAEF2Decoder(config)
     for name, module in (("taef2_encoder", encoder), ("taef2_decoder", decoder)):

@@ -19,8 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from pipeline.images import atomic_output
-from pipeline.stylizers.base import tensor_digest
+from pipeline.io.files import atomic_output, tensor_digest
 from rewards.flow import ClipFlows, RAFTFlow, flows_and_masks
 
 FIELDS = ("flow_fwd", "flow_bwd", "mask_fwd", "mask_bwd")

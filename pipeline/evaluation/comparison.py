@@ -9,7 +9,7 @@ Methods (``MethodSpec``):
 
 All latent methods share one ``StylizationPipeline`` set-up and its latent
 cache, so the baseline latents of a (clip, style) are computed once. Every
-output is scored by ``pipeline.evaluation.Evaluator`` against the content
+output is scored by ``pipeline.evaluation.metrics.Evaluator`` against the content
 (content flows computed once per clip). ``summarize`` turns the per-item
 scores into means with 95% confidence intervals over clips (clip x style
 pairs), over seeds, and of the paired difference to the baseline.
@@ -28,17 +28,28 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pipeline.evaluation import METRICS, REFERENCE_OF, Evaluator
-from pipeline.images import load_image, resize_to_width
-from pipeline.stats import mean_ci
-from pipeline.stylizers.base import tensor_digest
-from pipeline.video_io import read_video
+from baselines.rlministyler.inference import FORMATS, load_model, stylize_frames
+from baselines.rlnst.inference import FORMATS, load_model, stylize_frames
+from pipeline.evaluation import report
+from pipeline.evaluation.metrics import METRICS, REFERENCE_OF, Evaluator
+from pipeline.evaluation.profiling import device_label
+from pipeline.evaluation.stats import mean_ci
+from pipeline.io.files import shared_data_dir, tensor_digest
+from pipeline.io.images import load_image, resize_to_width
+from pipeline.io.video import read_video
+from pipeline.latents.cache import LatentCache
+from pipeline.latents.codecs import load_codec
+from pipeline.latents.stylizers import build_stylizer
+from pipeline.stylize import StylizationPipeline
+from policies.base import load_policy
+from policies.observations import FLOW_WARPS
+from policies.references import FlowBlendConfig, FlowBlendPolicy
+from rewards.clip_score import load_clip
+from rewards.flow import default_flow_model
 from rewards.reward import RewardWeights
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared"))
-DEFAULT_CLIPS = tuple(SHARED / "data" / "videos" / "test" / name for name in ("wolf.mp4", "sintel_mountain_2", "sintel_alley"))
-DEFAULT_STYLES = (SHARED / "data" / "styles" / "starry_night.jpg",)
+DEFAULT_CLIPS = tuple(shared_data_dir() / "videos" / "test" / name for name in ("wolf.mp4", "sintel_mountain_2", "sintel_alley"))
+DEFAULT_STYLES = (shared_data_dir() / "styles" / "starry_night.jpg",)
 RESERVED = ("baseline", "flow-blend", "content")
 METHOD_KINDS = ("baseline", "flow-blend", "policy", "rlnst", "rlministyler")
 
@@ -69,7 +80,6 @@ def parse_named_sources(text: str, flag: str) -> tuple[str, tuple[str, ...]]:
 
 def parse_flow_blend(text: str) -> dict[str, Any]:
     """``FACTOR[:WARP]`` (e.g. ``0.5``, ``0.7:pixel``) -> the flow-blend options {factor, flow_warp}."""
-    from policies.observations import FLOW_WARPS
 
     factor, _, warp = text.partition(":")
     try:
@@ -178,7 +188,6 @@ def _check_policy_run(source: str, codec_name: str, stylizer_name: str) -> None:
 
 
 def _policy_runner(policy, stylizer, cache, flow_model) -> Runner:
-    from pipeline.stylize import StylizationPipeline
 
     pipe = StylizationPipeline(stylizer, policy=policy, cache=cache, flow_model=flow_model)
     return lambda frames, style, style_name: pipe.stylize_clip(frames, style).result
@@ -191,7 +200,6 @@ def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> t
     trained with) and only on the style it was trained for (by file name);
     on other styles it returns None.
     """
-    from baselines.rlnst.inference import FORMATS, load_model, stylize_frames
 
     model = load_model(checkpoint, device=device)
     settings = _training_settings(checkpoint, FORMATS[1], weights_only=True)
@@ -209,7 +217,6 @@ def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> t
 def _rlministyler_runner(checkpoint: str, steps: int | None, device: torch.device) -> tuple[Runner, dict[str, Any]]:
     """Runner of an RLMiniStyler model (``model.pt`` or ``trainer.pt`` of ``baselines.rlministyler.train``):
     any style image, ``steps`` refinement steps (default: its training episode length)."""
-    from baselines.rlministyler.inference import FORMATS, load_model, stylize_frames
 
     model = load_model(checkpoint, device=device)
     settings = _training_settings(checkpoint, FORMATS[1], weights_only=False)  # as its load_model
@@ -269,8 +276,6 @@ class MethodRun:
 
 def prepare_methods(methods: list[MethodSpec], stylizer, cache, flow_model, device: torch.device) -> list[MethodRun]:
     """Load every method's models once (policies, RL-NST checkpoints)."""
-    from policies.base import load_policy
-    from policies.references import FlowBlendConfig, FlowBlendPolicy
 
     codec = stylizer.codec
     runs = []
@@ -382,13 +387,6 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
 
     Returns the results written to ``results.json``.
     """
-    from pipeline import report
-    from pipeline.cache import LatentCache
-    from pipeline.codecs import load_codec
-    from pipeline.profiling import device_label
-    from pipeline.stylizers import build_stylizer
-    from rewards.clip_score import load_clip
-    from rewards.flow import default_flow_model
 
     report.check_folder(config.out, config.overwrite)
     torch.manual_seed(config.seed)

@@ -52,11 +52,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pipeline.images import restore_size, to_uint8
-from pipeline.stylizers.base import Stylizer
-from pipeline.stylizers.ddim_inversion import ddim_from_config, ddim_invert
-from pipeline.stylizers.pnp_injection import InjectionRecord, PnPInjector, StepPlan
-from pipeline.weights import WeightsNotFoundError
+from pipeline.io.images import restore_size, to_uint8
+from pipeline.io.weights import WeightsNotFoundError
+from pipeline.latents.codecs import load_codec
+from pipeline.latents.stylizers.base import Stylizer
+from pipeline.latents.stylizers.ddim_inversion import ddim_from_config, ddim_invert
+from pipeline.latents.stylizers.pnp_injection import (
+    InjectionRecord,
+    PnPInjector,
+    StepPlan,
+)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD15_FEATURE_LAYERS = tuple(f"up_blocks.{block}.resnets.{layer}" for block in (1, 2) for layer in range(3))
@@ -244,7 +249,7 @@ class DiffuseSTStylizer(Stylizer):
 
     unet: UNet2DConditionModel; scheduler: any diffusers scheduler, a
     DDIMScheduler is built from its config (``ddim_from_config``: clip_sample
-    and thresholding must be off); codec: a ``pipeline.codecs.LatentCodec`` of
+    and thresholding must be off); codec: a ``pipeline.latents.codecs.LatentCodec`` of
     the UNet's latent space (``DiffusersCodec`` of its VAE, or TAESD); text_encoder,
     tokenizer: the CLIP text model and tokenizer of the UNet; style_encoder: an
     optional module mapping a style image (1,3,H,W) in [0,1] to the output
@@ -288,7 +293,6 @@ class DiffuseSTStylizer(Stylizer):
         from diffusers import DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from pipeline.codecs import load_codec
 
         dtype = dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
         source = str(model_id_or_folder)

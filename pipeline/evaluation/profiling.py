@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.io.video import write_video
+
 
 def device_label(device: str | torch.device = "cpu") -> str:
     """A human-readable name of the machine a figure was measured on."""
@@ -63,7 +65,6 @@ def peak_memory_mib(device: str | torch.device = "cpu") -> dict[str, float | Non
 
 def write_looped_clip(frames: torch.Tensor, length: int, path: str | os.PathLike, fps: float) -> Path:
     """Write ``length`` frames cycling through ``frames`` (T,3,H,W) as a video at ``path``; return ``path``."""
-    from pipeline.video_io import write_video
 
     write_video(path, frames[torch.arange(length) % frames.shape[0]], fps)
     return Path(path)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,7 +21,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from pipeline.stylizers.base import Stylizer, tensor_digest
+from pipeline.io.files import atomic_output, tensor_digest
+from pipeline.latents.stylizers.base import Stylizer
 
 ENV_CACHE = "VSTYLE_CACHE"
 log = logging.getLogger(__name__)
@@ -76,14 +76,8 @@ class LatentCache:
 
     def _write(self, path: Path, latents: Tensor, key_json: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"latents": latents.contiguous().cpu()}, tmp, metadata={"key": key_json})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_output(path, ".safetensors") as tmp:
+            save_file({"latents": latents.contiguous().cpu()}, str(tmp), metadata={"key": key_json})
 
     def latents(self, stylizer: Stylizer, frames: Tensor, style_image: Tensor) -> Tensor:
         """Baseline latents (T,C,H/8,W/8) of ``frames`` (T,3,H,W), from the cache or computed.

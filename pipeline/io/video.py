@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.images import ImageReadError, atomic_output, load_image_array, to_uint8
+from pipeline.io.files import atomic_output
+from pipeline.io.images import ImageReadError, load_image_array, to_uint8
 
 PathLike = str | os.PathLike
 

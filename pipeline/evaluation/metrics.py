@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.images import load_image, restore_size
-from pipeline.stylizers.base import tensor_digest
-from pipeline.video_io import read_video
+from pipeline.io.files import tensor_digest
+from pipeline.io.images import load_image, restore_size
+from pipeline.io.video import read_video
 from rewards.classical_flow import ClassicalFlow
 from rewards.clip_score import CLIPScorer, CLIPUnavailable, cosine
 from rewards.content import MIN_SIZE as LPIPS_MIN_SIZE
@@ -75,7 +75,7 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("clip_content", "CLIP similarity to content", "higher", "frame"),
     MetricInfo("clip_style", "CLIP similarity to style", "higher", "frame"),
     MetricInfo("clip_consecutive", "CLIP similarity of consecutive frames", "higher", "pair"),
-    # relative to the frame-by-frame baseline of the same clip: computed by pipeline.comparison.add_combined_reward
+    # relative to the frame-by-frame baseline of the same clip: computed by pipeline.evaluation.comparison.add_combined_reward
     MetricInfo("reward", "Combined reward (10 style + 1 LPIPS + 10 temporal L1, each / the baseline's)", "higher", "pair"),
 )
 METRIC_INFO = {m.key: m for m in METRICS}

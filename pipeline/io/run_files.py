@@ -2,7 +2,7 @@
 and reading a trained model's checkpoint back.
 
 Shared by ``policies.run_log`` and the RL-NST / RLMiniStyler trainers. Every
-writer goes through ``pipeline.images.atomic_output``: a crash mid-write
+writer goes through ``pipeline.io.files.atomic_output``: a crash mid-write
 leaves the previous file (or none), never a truncated one.
 """
 
@@ -17,15 +17,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.images import atomic_output
+from pipeline.io.files import atomic_output, save_torch_atomic
 
 PathLike = str | os.PathLike
-
-
-def save_checkpoint_atomic(obj: object, path: PathLike) -> None:
-    """``torch.save(obj, path)``, atomically."""
-    with atomic_output(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
 
 
 def write_csv(rows: Sequence[Mapping], path: PathLike, columns: Sequence[str] | None = None,
@@ -145,5 +139,5 @@ def save_model_checkpoint(model, path: PathLike, model_format: str, **training_i
     ``format``, ``model_config``, ``state_dict``, then ``training_info``."""
     checkpoint = {"format": model_format, "model_config": dataclasses.asdict(model.config),
                   "state_dict": model.state_dict(), **training_info}
-    save_checkpoint_atomic(checkpoint, path)
+    save_torch_atomic(checkpoint, path)
     return Path(path)

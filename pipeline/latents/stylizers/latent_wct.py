@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.images import resize_to_width
-from pipeline.stylizers.base import Stylizer
+from pipeline.io.images import resize_to_width
+from pipeline.latents.stylizers.base import Stylizer
 from rewards.style import GramStyleLoss, perceptual_loss_from_features
 from rewards.vgg import VGG16Features
 

@@ -130,7 +130,9 @@ class PnPInjector:
     """
 
     def __init__(self, unet: nn.Module, feature_layers: tuple[str, ...], attention_layers: tuple[str, ...]) -> None:
-        from diffusers.models.resnet import ResnetBlock2D  # deferred: diffusers is slow to import
+        from diffusers.models.resnet import (
+            ResnetBlock2D,  # deferred: diffusers is slow to import
+        )
 
         self.unet = unet
         self.feature_layers = tuple(feature_layers)

@@ -7,10 +7,8 @@ then ``os.replace``), so an interrupted run never leaves a half-written file.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch import Tensor
+
+from pipeline.io.files import atomic_output
 
 PathLike = str | os.PathLike
 
@@ -29,27 +29,6 @@ _GAP = 2
 
 class ImageReadError(ValueError):
     """A file exists but cannot be decoded as an image."""
-
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary file name next to ``path``; move that file onto ``path`` on success.
-
-    On an exception the temporary file is removed and an existing ``path`` is
-    left untouched. ``suffix`` lets writers that look at the extension see one.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    # a fresh name, created by the writer itself so it gets the usual permissions
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def load_image_array(path: PathLike) -> np.ndarray:

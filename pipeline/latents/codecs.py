@@ -8,7 +8,7 @@ policies use ``latent_channels`` and never hard-code scales or channel counts.
 Codecs (``load_codec`` names):
 
 - ``taef2``: the FLUX.2 tiny autoencoder (madebyollin/taesd, MIT), shared
-  weights found by ``pipeline.weights``; 32 channels; works offline.
+  weights found by ``pipeline.io.weights``; 32 channels; works offline.
 - ``taesd``: TAESD for SD1.x latents, diffusers ``AutoencoderTiny``; 4 channels.
 - ``sd-vae``: a Stable Diffusion VAE, diffusers ``AutoencoderKL``; 4 channels.
 
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.precision import Precision, autocast, resolve_precision
-from pipeline.taef2 import load_taef2
-from pipeline.weights import WeightsNotFoundError
+from pipeline.io.precision import Precision, autocast, resolve_precision
+from pipeline.io.weights import WeightsNotFoundError
+from pipeline.latents.taef2 import load_taef2
 
 CODEC_NAMES = ("taef2", "taesd", "sd-vae")
 DIFFUSERS_CLASSES = {"taesd": "AutoencoderTiny", "sd-vae": "AutoencoderKL"}
@@ -44,7 +44,7 @@ class LatentCodec(nn.Module, ABC):
     images, roughly [0,1]; clamping is done here). Both directions are
     differentiable; callers wrap them in ``torch.no_grad()`` when they want.
     Results are on the codec's device, in the input's floating dtype.
-    ``precision`` ("fp32" or "bf16", see ``pipeline.precision``) is the compute
+    ``precision`` ("fp32" or "bf16", see ``pipeline.io.precision``) is the compute
     precision: bf16 runs the network under autocast with fp32 weights.
     """
 
@@ -90,7 +90,7 @@ class LatentCodec(nn.Module, ABC):
         if height % self.downscale or width % self.downscale or height == 0 or width == 0:
             raise ValueError(
                 f"image size {height}x{width} (HxW) is not a positive multiple of {self.downscale}; "
-                f"resize or pad the frames first, e.g. with pipeline.images.fit_to_multiple(images, {self.downscale})"
+                f"resize or pad the frames first, e.g. with pipeline.io.images.fit_to_multiple(images, {self.downscale})"
             )
         return self._chunked(self._encode_chunk, images)
 
@@ -241,7 +241,7 @@ def load_codec(
     else fp32), "fp32" or "bf16"; only fp32 weights take bf16 autocast.
 
     ``model``: for ``taef2`` a folder holding ``taef2_encoder.pth`` and
-    ``taef2_decoder.pth`` (default: ``pipeline.weights`` lookup); for
+    ``taef2_decoder.pth`` (default: ``pipeline.io.weights`` lookup); for
     ``taesd``/``sd-vae`` a local folder, a hub id, or a constructed diffusers
     model (which is then moved, put in eval mode and frozen in place).
     """

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from typing import Any
 
-import torch
 from torch import Tensor
 
-
-def tensor_digest(tensor: Tensor) -> str:
-    """sha256 of a tensor's shape, dtype and bytes: a key for caches."""
-    data = tensor.detach().to("cpu", torch.float32).contiguous()
-    digest = hashlib.sha256(str(tuple(data.shape)).encode())
-    digest.update(data.numpy().tobytes())
-    return digest.hexdigest()
+from pipeline.io.files import tensor_digest
 
 
 class Stylizer(ABC):
     """Stylizes each frame on its own into a codec's latent space.
 
-    Subclasses set ``name`` and ``codec`` (a ``pipeline.codecs.LatentCodec``),
+    Subclasses set ``name`` and ``codec`` (a ``pipeline.latents.codecs.LatentCodec``),
     implement ``prepare_style`` (what depends on the style image only,
     computed once per style) and ``stylize_prepared``, and report their
     settings in ``config`` (part of the latent cache key).

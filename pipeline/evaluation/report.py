@@ -15,7 +15,6 @@ Files are written atomically; plots use matplotlib's Agg canvas (no display).
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from pathlib import Path
@@ -29,26 +28,13 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from pipeline.evaluation import METRIC_INFO
-from pipeline.images import atomic_output, save_image
-from pipeline.video_io import write_video
+from pipeline.evaluation.metrics import METRIC_INFO
+from pipeline.io.files import atomic_output, write_json
+from pipeline.io.images import save_image
+from pipeline.io.video import write_video
 
 LABEL_STRIP = 20  # px above each panel of the side-by-side video (even: H.264 yuv420p)
 REPORT_FILES = ("results.json", "results.md", "index.html")
-
-
-def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False) -> Path:
-    """Write ``data`` as indented JSON atomically; refuses an existing file unless ``overwrite`` (FileExistsError).
-
-    NaN or infinite numbers are refused (ValueError): a report never holds them.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
-    text = json.dumps(data, indent=2, allow_nan=False)
-    with atomic_output(path, ".json") as tmp:
-        tmp.write_text(text + "\n")
-    return path
 
 
 def _write_text(path: Path, text: str) -> None:

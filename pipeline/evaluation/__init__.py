@@ -1,0 +1,2 @@
+"""Judging results: metrics of a stylized video, comparisons of methods, the report, statistics and
+benchmark helpers (``docs/architecture.md``)."""
