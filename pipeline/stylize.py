@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,10 +18,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pipeline.io.images import resize_to_width, restore_size
-from pipeline.io.video import VideoWriter, iter_video_chunks, video_info
+from pipeline.io.video import check_output, iter_video_chunks, open_writer, video_info
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.stylizers.base import Stylizer
-from policies.rollout import apply_policy_to_chunk
+from pipeline.scenes import scene_cuts
+from policies.rollout import RolloutState, apply_policy_to_chunk
 
 MAX_DEFAULT_WIDTH = 512
 
@@ -30,11 +31,21 @@ MAX_DEFAULT_WIDTH = 512
 class StylizedClip:
     """Frames (T,3,H,W) in [0,1] of the frame-by-frame baseline and of the result, at the working size.
 
-    ``baseline`` is None where the caller asked not to decode it (``stylize_chunk``).
+    ``baseline`` is None where the caller asked not to decode it (``stylize_chunk``). ``cuts``: indices of
+    the frames that start a new scene (``pipeline.scenes``), where the policy started afresh.
     """
 
     baseline: Tensor | None
     result: Tensor
+    cuts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ChunkState:
+    """What the next chunk of a video needs from this one: the policy's rollout state and the last frame."""
+
+    rollout: RolloutState | None = None
+    last_frame: Tensor | None = None
 
 
 def working_width(input_width: int, size: int | None) -> int:
@@ -54,6 +65,8 @@ class StylizationPipeline:
     cache: where baseline latents are kept; None computes them without caching.
     flow_model: a ``rewards.flow.RAFTFlow`` for policies with flow observations.
     chunk_size: frames held in memory at once when streaming a video.
+    Scene cuts (``pipeline.scenes.scene_cuts``) restart the policy's temporal
+    state, so nothing from before a cut is blended into the frames after it.
     """
 
     def __init__(
@@ -82,8 +95,8 @@ class StylizationPipeline:
 
     @torch.no_grad()
     def stylize_chunk(
-        self, frames: Tensor, style_image: Tensor, state: Any = None, decode_baseline: bool = True
-    ) -> tuple[StylizedClip, Any]:
+        self, frames: Tensor, style_image: Tensor, state: ChunkState | None = None, decode_baseline: bool = True
+    ) -> tuple[StylizedClip, ChunkState]:
         """Stylize consecutive frames (t,3,H,W) at their size (multiples of 8).
 
         ``state`` carries what the policy needs from the previous chunk; pass the
@@ -91,16 +104,24 @@ class StylizationPipeline:
         ``decode_baseline=False`` skips decoding the baseline latents when a
         policy refines them (the clip's ``baseline`` is then None).
         """
+        state = state or ChunkState()
+        cuts = scene_cuts(frames, state.last_frame)
         latents = self.baseline_latents(frames, style_image)
         device = next(self.codec.parameters()).device
         if self.policy is None:
             baseline = self.codec.decode(latents.to(device)).cpu()
-            return StylizedClip(baseline, baseline), state
-
-        refined, state = apply_policy_to_chunk(self.policy, latents, frames, state, flow_model=self.flow_model,
-                                               codec=self.codec)
+            return StylizedClip(baseline, baseline, cuts), ChunkState(None, frames[-1:])
+        rollout, parts = state.rollout, []
+        bounds = [0, *(c for c in cuts if c > 0), frames.shape[0]]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            if start in cuts:
+                rollout = None  # a new scene: start the temporal state afresh
+            part, rollout = apply_policy_to_chunk(self.policy, latents[start:stop], frames[start:stop], rollout,
+                                                  flow_model=self.flow_model, codec=self.codec)
+            parts.append(part)
+        refined = torch.cat(parts)
         baseline = self.codec.decode(latents.to(device)).cpu() if decode_baseline else None
-        return StylizedClip(baseline, self.codec.decode(refined.to(device)).cpu()), state
+        return StylizedClip(baseline, self.codec.decode(refined.to(device)).cpu(), cuts), ChunkState(rollout, frames[-1:])
 
     def stylize_clip(self, frames: Tensor, style_image: Tensor) -> StylizedClip:
         """Stylize a whole in-memory clip (T,3,H,W) in chunks; returns frames at the same size."""
@@ -108,7 +129,8 @@ class StylizationPipeline:
         for start in range(0, frames.shape[0], self.chunk_size):
             clip, state = self.stylize_chunk(frames[start : start + self.chunk_size], style_image, state)
             parts.append(clip)
-        return StylizedClip(torch.cat([p.baseline for p in parts]), torch.cat([p.result for p in parts]))
+        cuts = [start + c for start, clip in zip(range(0, frames.shape[0], self.chunk_size), parts) for c in clip.cuts]
+        return StylizedClip(torch.cat([p.baseline for p in parts]), torch.cat([p.result for p in parts]), cuts)
 
     def stylize_video(
         self,
@@ -146,33 +168,44 @@ def stream_video(
     max_frames: int | None = None,
     chunk_size: int = 16,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Read a video chunk by chunk, stylize each chunk with ``process``, write an mp4 atomically.
+    """Read a video chunk by chunk, stylize each chunk with ``process``, write the result atomically.
 
     ``process(frames (t,3,H,W)) -> panels``: frames at the working size (width
     ``size``, else the input's up to 512, sides multiples of 8) in, one or more
     (t,3,H,W) panels out, written side by side. Panels are resized to the
     output size (the working width, the input's aspect ratio); the output
-    keeps the input's fps. Memory is bounded by ``chunk_size``. Returns a
-    summary (frames, fps, sizes).
+    keeps the input's fps and audio, in the format its extension names
+    (``pipeline.io.video.open_writer``: mp4, webm, gif, or PNG frames for a
+    path ending with ``/``). The output is checked before any work. Memory is
+    bounded by ``chunk_size``. Returns a summary (frames, fps, sizes: the
+    written size, with mp4's padding to even sides; whether audio was kept).
+    ``on_progress(frames done, total)`` is called after each written chunk; an
+    exception it raises (e.g. to cancel) stops the job and leaves no output.
     """
+    check_output(out_path, overwrite)
     info = video_info(video_path)
     width = working_width(info.width, size)
     out_height = max(1, round(info.height * width / info.width))
     total = info.num_frames if max_frames is None else min(info.num_frames, max_frames)
-    panels: list[Tensor] = []
-    with VideoWriter(out_path, info.fps, overwrite=overwrite) as writer, tqdm(
+    with open_writer(out_path, info.fps, overwrite=overwrite, audio_from=video_path) as writer, tqdm(
         total=total, unit="frame", desc="stylizing", disable=not progress
     ) as bar:
+        done = 0
         for chunk in iter_video_chunks(video_path, chunk_size, max_frames=max_frames):
             work = resize_to_width(chunk, width)
             panels = process(work)
             writer.write(torch.cat([restore_size(p, (out_height, width)) for p in panels], dim=3))
             bar.update(chunk.shape[0])
+            done += chunk.shape[0]
+            if on_progress is not None:
+                on_progress(done, total)
     return {
         "frames": total,
         "fps": info.fps,
         "input_size": (info.height, info.width),
-        "output_size": (out_height, width * len(panels)),
+        "output_size": tuple(writer.size),
         "working_size": tuple(work.shape[-2:]),
+        "audio": writer.audio,
     }

@@ -2,33 +2,28 @@
 
 A policy maps an observation (N, Cobs, h, w) built by ``policies.observations``
 to a latent residual delta (N, C, h, w); the refined latent is L_t + delta_t
-(DESIGN.md, "Policies"). Every policy is an ``nn.Module`` with a dataclass
+(``docs/conventions.md``, "Policies"). Every policy is an ``nn.Module`` with a dataclass
 ``config`` and a registered ``kind``, so ``load_policy`` can rebuild it from
-a file written by ``Policy.save``.
-
-File format: one safetensors file holding the state dict, with metadata
-``kind``, ``module`` (the ``policies.*`` module defining it) and ``config``
-(JSON of the dataclass). A run folder written by ``policies.train`` holds
-``policy_best.safetensors`` and/or ``policy_last.safetensors``.
+the model folder written by ``Policy.save_pretrained``
+(``pipeline.io.pretrained``: ``config.json`` with format ``POLICY_FORMAT``,
+the kind, the ``policies.*`` module defining it and the config, beside
+``model.safetensors``). A run folder written by ``policies.train`` holds
+``best/`` and/or ``model/`` (the last policy).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import json
 import os
-from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from pipeline.io.files import atomic_output
+from pipeline.io.pretrained import PretrainedMixin, SavedModel
 
 OBSERVATION_KINDS = ("pair", "flow")
+POLICY_FORMAT = "vstyle-policy-v1"
 
 _POLICY_CLASSES: dict[str, type[Policy]] = {}
 
@@ -47,15 +42,17 @@ def check_observation_kind(kind: str) -> str:
     return kind
 
 
-class Policy(nn.Module):
+class Policy(PretrainedMixin, nn.Module):
     """A residual-latent policy.
 
     Subclasses set the class attributes ``kind`` (registry name) and
     ``config_class`` (a dataclass with at least ``observation``,
     ``latent_channels`` and ``flow_warp`` fields), take the config as the only constructor
-    argument, and implement ``act``.
+    argument, and implement ``act``. ``save_pretrained(folder)`` writes a model folder;
+    ``Policy.from_pretrained`` (or ``load_policy``) rebuilds any registered kind, a subclass's only its own.
     """
 
+    pretrained_format: ClassVar[str] = POLICY_FORMAT
     kind: ClassVar[str]
     config_class: ClassVar[type]
 
@@ -86,19 +83,13 @@ class Policy(nn.Module):
         """
         raise NotImplementedError
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the policy to ``path`` (safetensors) atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        metadata = {
-            "kind": self.kind,
-            "module": type(self).__module__,
-            "config": json.dumps(dataclasses.asdict(self.config)),
-        }
-        with atomic_output(path, ".safetensors") as tmp:
-            save_file(state, str(tmp), metadata=metadata)
-        return path
+    @classmethod
+    def build_pretrained(cls, saved: SavedModel) -> Policy:
+        """An untrained policy of the saved kind (through the registry); a subclass refuses other kinds."""
+        policy = policy_from_spec(saved.kind, saved.module, saved.config)
+        if not isinstance(policy, cls):
+            raise ValueError(f"{saved.folder} holds a {saved.kind!r} policy, not a {cls.kind!r} one")
+        return policy
 
 
 def policy_from_spec(kind: str, module: str, config: dict[str, Any]) -> Policy:
@@ -111,36 +102,9 @@ def policy_from_spec(kind: str, module: str, config: dict[str, Any]) -> Policy:
     return cls(cls.config_class(**config))
 
 
-RUN_POLICY_FILES = ("policy_best.safetensors", "policy_last.safetensors")
-
-
-def resolve_policy_file(path: str | os.PathLike) -> Path:
-    """The policy file for ``path``: the file itself, or a run folder's best, else last."""
-    path = Path(path)
-    if path.is_dir():
-        for name in RUN_POLICY_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"run folder {path} holds no policy file ({' or '.join(RUN_POLICY_FILES)})")
-    if not path.is_file():
-        raise FileNotFoundError(f"policy file {path} does not exist")
-    return path
-
-
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
-    """Load a policy saved by ``Policy.save`` (a file, or a run folder: best, else last checkpoint)."""
-    file = resolve_policy_file(path)
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{file} is not a policy file written by Policy.save ({error})") from error
-    if "kind" not in metadata or "config" not in metadata:
-        raise ValueError(f"{file} has no policy metadata (kind/config); was it written by Policy.save?")
-    policy = policy_from_spec(metadata["kind"], metadata.get("module", ""), json.loads(metadata["config"]))
-    policy.load_state_dict(state)
-    return policy.to(device).eval()
+    """The policy (eval mode, on ``device``) of a model folder, or of a run folder: its best, else its last."""
+    return Policy.from_pretrained(path, device)
 
 
 @runtime_checkable

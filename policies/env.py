@@ -1,7 +1,7 @@
 """The RL environment: one episode = one clip, one step = one frame.
 
 Step t takes the residual delta_t, decodes L_t + delta_t into the stylized
-frame S_t and scores it with the reward of DESIGN.md
+frame S_t and scores it with the reward of ``docs/conventions.md``
 (``rewards.reward.StyleContentTemporalReward``): Gram style against the
 style image, LPIPS content against I_t, and the occlusion-masked L1 between
 S_t and the previous OUTPUT frame S_{t-1} warped into frame t by the content
@@ -86,19 +86,21 @@ def _concat_terms(parts: list[RewardTerms]) -> RewardTerms:
 
 
 def score_frames(
-    reward: StyleContentTemporalReward, stylized: Tensor, content: Tensor, prev_stylized: Tensor | None, flows: ClipFlows | None
+    reward: StyleContentTemporalReward, stylized: Tensor, content: Tensor, prev_stylized: Tensor | None,
+    flows: ClipFlows | None, scales: RewardScales = RewardScales(),
 ) -> RewardTerms:
     """Reward terms of ``stylized`` (N,3,H,W) given the previous stylized frames (N,3,H,W) or None.
 
     ``flows``: the N content pairs (t-1, t) whose ``flow_bwd``/``mask_bwd``
-    warp each previous frame into frame t. Differentiable in ``stylized``.
+    warp each previous frame into frame t; ``scales``: the clip's reward
+    normalisation. Differentiable in ``stylized``.
     """
     if prev_stylized is None:
-        return reward(stylized, content)
+        return reward(stylized, content, scales=scales)
     if flows is None:
         raise ValueError("scoring against previous frames needs their content flows")
     warped = backward_warp(prev_stylized, flows.flow_bwd)
-    return reward(stylized, content, warped, flows.mask_bwd)
+    return reward(stylized, content, warped, flows.mask_bwd, scales=scales)
 
 
 @torch.no_grad()
@@ -117,7 +119,7 @@ def prepare_clip(
     ``stylizer``: a ``pipeline.latents.stylizers.base.Stylizer`` (its codec decodes);
     ``cache``: a ``pipeline.latents.cache.LatentCache`` or None (stylize without caching);
     ``flow_model``: RAFT or None (the shared RAFT-small); ``reward``: the
-    style's reward module, whose ``scales`` are set to the clip's; ``flow_cache``: reuse flows computed
+    style's reward module (the clip's normalisation scales are computed here); ``flow_cache``: reuse flows computed
     by earlier runs (``rewards.flow_cache.FlowCache``). Tensors live on the codec's device.
     """
     if reward is None:
@@ -139,13 +141,11 @@ def prepare_clip(
     small = _pad_first(latent_flows(flows.flow_bwd, flows.mask_bwd, tuple(latents.shape[-2:])))
     baseline_frames = codec.decode(latents)
 
-    def baseline_terms() -> tuple[RewardTerms, RewardTerms]:
-        first = score_frames(reward, baseline_frames[:1], frames[:1], None, None)
-        rest = score_frames(reward, baseline_frames[1:], frames[1:], baseline_frames[:-1], flows)
-        return first, rest
-
-    reward.scales = RewardScales.from_terms(baseline_terms()[1])  # the totals need the scales: score again
-    return ClipData(name, frames, latents, flows, small, baseline_frames, _concat_terms(list(baseline_terms())), reward.scales)
+    first = score_frames(reward, baseline_frames[:1], frames[:1], None, None)
+    rest = score_frames(reward, baseline_frames[1:], frames[1:], baseline_frames[:-1], flows)
+    scales = RewardScales.from_terms(rest)
+    terms = _concat_terms([reward.rescored(first, scales), reward.rescored(rest, scales)])
+    return ClipData(name, frames, latents, flows, small, baseline_frames, terms, scales)
 
 
 @dataclass
@@ -230,10 +230,10 @@ class LatentStyleEnv:
 
     def score(self, t: int, frame: Tensor, prev_frame: Tensor | None) -> RewardTerms:
         """Reward terms of ``frame`` (1,3,H,W) as frame t after ``prev_frame`` (None at t=0); differentiable."""
-        self.reward.scales = self.clip.scales
+        content = self.clip.frames[t : t + 1]
         if t == 0 or prev_frame is None:
-            return score_frames(self.reward, frame, self.clip.frames[t : t + 1], None, None)
-        return score_frames(self.reward, frame, self.clip.frames[t : t + 1], prev_frame, self.clip.flows[t - 1])
+            return score_frames(self.reward, frame, content, None, None, self.clip.scales)
+        return score_frames(self.reward, frame, content, prev_frame, self.clip.flows[t - 1], self.clip.scales)
 
     def step(self, delta: Tensor) -> tuple[Tensor, StepResult]:
         """Apply ``delta`` (1,C,h,w) at the current frame; returns the next observation and the step's result."""

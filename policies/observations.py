@@ -21,7 +21,7 @@ two ways (``FLOW_WARPS``), chosen by the policy (``flow_warp`` of its config):
   W_t = E(warp(S_{t-1}, f)) + warp_h(P_{t-1} - E(S_{t-1}), f_h)
   (``pixel_warped_latent``; two encodes per step, same channels and shapes).
 
-Flows follow DESIGN.md: pixels, ch0 = x right, ch1 = y down; backward warp
+Flows follow ``docs/conventions.md``: pixels, ch0 = x right, ch1 = y down; backward warp
 warp(x, f)(p) = x(p + f(p)) (``rewards.warp.backward_warp``).
 """
 

@@ -48,7 +48,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -60,6 +60,7 @@ from policies.parallel import average_gradients
 from policies.sac_core import (
     EntropyTemperature,
     ReplayBuffer,
+    TwinCritic,
     load_state_dicts,
     polyak_update,
     state_dicts,
@@ -69,8 +70,8 @@ from policies.sac_networks import (
     CriticConfig,
     PlanDecoder,
     Planner,
+    QNetwork,
     SACPolicyConfig,
-    TwinCritic,
 )
 
 TRANSITION_FIELDS = ("obs", "plan", "reward", "next_obs", "done")
@@ -106,22 +107,23 @@ class SACConfig:
     clips every step's gradients (0 = off); ``critic_hidden`` critic width.
     """
 
-    lr: float = 1e-4
-    scalar_lr: float = 1e-3
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    gamma: float = 0.9
-    tau: float = 0.005
-    batch_size: int = 16
-    buffer_size: int = 1000
-    warmup: int = 64
-    updates_per_step: int = 1
-    init_alpha: float = 0.1
-    target_entropy: float = -1.0
-    reward_scale: float = 1.0
-    style_learning: bool = True
-    max_grad_norm: float = 10.0
-    critic_hidden: int = 64
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the planner and decoder"})
+    scalar_lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the decoder's gate"})
+    critic_lr: float = field(default=3e-4, metadata={"help": "Adam learning rate of the critics"})
+    alpha_lr: float = field(default=3e-4, metadata={"help": "Adam learning rate of the entropy temperature"})
+    gamma: float = field(default=0.9, metadata={"help": "discount over the frames of a clip, in [0,1]"})
+    tau: float = field(default=0.005, metadata={"help": "Polyak factor of the target critics, in [0,1]"})
+    batch_size: int = field(default=16, metadata={"help": "replay batch size"})
+    buffer_size: int = field(default=1000, metadata={"help": "replay buffer capacity (transitions)"})
+    warmup: int = field(default=64, metadata={"help": "transitions stored before the first update"})
+    updates_per_step: int = field(default=1, metadata={"help": "gradient updates per environment step"})
+    init_alpha: float = field(default=0.1, metadata={"help": "initial entropy temperature"})
+    target_entropy: float = field(default=-1.0, metadata={"help": "target entropy per plan element"})
+    reward_scale: float = field(default=1.0, metadata={"help": "multiplies the advantage used as reward"})
+    style_learning: bool = field(default=True, metadata={
+        "help": "also train the decoder through the differentiable reward (style learning)"})
+    max_grad_norm: float = field(default=10.0, metadata={"help": "gradient-norm clip of every step (0 = off)"})
+    critic_hidden: int = field(default=64, metadata={"help": "channels of the critics' convolutions"})
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "buffer_size", "updates_per_step", "critic_hidden"):
@@ -155,9 +157,8 @@ class LatentSAC:
                 "style_learning=False with init_gate=0 can never leave the baseline: the decoder learns only "
                 "by style learning, and a zero gate blocks the plan; set init_gate > 0 or keep style learning"
             )
-        self.critic = TwinCritic(
-            CriticConfig(pcfg.observation_channels, pcfg.plan_channels, pcfg.plan_stride, cfg.critic_hidden)
-        )
+        critic = CriticConfig(pcfg.observation_channels, pcfg.plan_channels, pcfg.plan_stride, cfg.critic_hidden)
+        self.critic = TwinCritic(lambda: QNetwork(critic))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = EntropyTemperature(cfg.target_entropy, cfg.init_alpha)
         gate = policy.decoder.gate
@@ -328,6 +329,10 @@ class LatentSAC:
         self.updates = int(state["updates"])
         self.style_updates = int(state["style_updates"])
         self.buffers, self.stored = {}, 0
+
+
+# the option dataclasses of ``make_algorithm`` (their fields but latent_channels and observation)
+CONFIG_CLASSES = (SACPolicyConfig, SACConfig)
 
 
 def make_algorithm(observation: str, latent_channels: int, **options: Any) -> LatentSAC:

@@ -1,7 +1,7 @@
 """Soft Actor-Critic building blocks shared by the project's SAC agents.
 
 Haarnoja et al., "Soft Actor-Critic Algorithms and Applications" (2018,
-arXiv:1812.05905): a replay buffer, twin Q-functions with the clipped
+arXiv:1812.05905): a replay buffer, twin Q-functions (``TwinCritic``) with the clipped
 double-Q soft target, Polyak-averaged target networks and an automatically
 tuned entropy temperature. Generic over what a transition holds (images,
 latents, recurrent states): the agents (``baselines.rlnst.agent``, the latent
@@ -11,7 +11,7 @@ SAC agent of ``policies``) write their update step around these pieces.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -153,6 +153,18 @@ def load_state_dicts(owner: object, state: dict[str, Any], names: Sequence[str])
     """The inverse of ``state_dicts``: ``owner.<name>.load_state_dict(state[name])`` for each name, in order."""
     for name in names:
         getattr(owner, name).load_state_dict(state[name])
+
+
+class TwinCritic(nn.Module):
+    """Two independent critics ``q1``, ``q2`` (clipped double-Q, Fujimoto et al. 2018), each built by
+    ``make_critic()``: ``forward(*inputs) -> (q1(*inputs), q2(*inputs))``, each (N,)."""
+
+    def __init__(self, make_critic: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.q1, self.q2 = make_critic(), make_critic()
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.q1(*inputs), self.q2(*inputs)
 
 
 class EntropyTemperature(nn.Module):

@@ -1,4 +1,4 @@
-"""Networks of the latent SAC agent: planner, plan decoder (the "actor"), twin critics.
+"""Networks of the latent SAC agent: planner, plan decoder (the "actor"), the critic (one Q-network).
 
 RL-NST / RL-I2IT style (Feng et al., "Controlling Neural Style Transfer with
 Deep Reinforcement Learning", IJCAI 2023): a planner turns the state into a
@@ -21,8 +21,8 @@ latent residual delta (N,C,h,w).
   observation -> the same conv trunk -> 1x1 conv (which also sees the raw
   observation and plan, ``input_skip``) -> scaled by a learnable scalar gate
   initialised at ``init_gate`` (0: the untrained agent is exactly the baseline).
-- ``QNetwork``/``TwinCritic``: obs -> conv3x3-IN-ReLU, stride-``plan_stride``
-  conv3x3 + ReLU to the plan's grid, concatenated with the plan, two conv3x3 +
+- ``QNetwork`` (one of the pair in ``policies.sac_core.TwinCritic``): obs ->
+  conv3x3-IN-ReLU, stride-``plan_stride`` conv3x3 + ReLU to the plan's grid, concatenated with the plan, two conv3x3 +
   ReLU, global average pooling, an MLP to one value per sample. No
   normalisation after the downsampling (plan grids may be 1 cell wide).
 All are fully convolutional: any latent size works.
@@ -31,14 +31,14 @@ All are fully convolutional: any latent size works.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policies.base import check_observation_kind
-from policies.observations import check_flow_warp, observation_channels
+from policies.observations import FLOW_WARPS, check_flow_warp, observation_channels
 from policies.reinforce import ResidualBlock, conv_norm_relu
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -54,14 +54,15 @@ class SACPolicyConfig:
 
     latent_channels: int
     observation: str = "flow"
-    hidden: int = 64
-    plan_channels: int = 4
-    plan_stride: int = 2
-    input_skip: bool = True
-    init_gate: float = 0.0
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    flow_warp: str = "latent"
+    hidden: int = field(default=64, metadata={"help": "channels of the planner's and decoder's convolutions"})
+    plan_channels: int = field(default=4, metadata={"help": "channels P of the plan"})
+    plan_stride: int = field(default=2, metadata={"help": "the plan is 1/stride of the latent's size"})
+    input_skip: bool = field(default=True, metadata={"help": "the decoder's output head also sees its raw input"})
+    init_gate: float = field(default=0.0, metadata={"help": "initial scale of the decoded residual (0: the baseline)"})
+    log_std_min: float = field(default=-5.0, metadata={"help": "lower clamp of the plan's log standard deviation"})
+    log_std_max: float = field(default=2.0, metadata={"help": "upper clamp of the plan's log standard deviation"})
+    flow_warp: str = field(default="latent", metadata={
+        "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels"})
 
     def __post_init__(self) -> None:
         check_observation_kind(self.observation)
@@ -195,15 +196,3 @@ class QNetwork(nn.Module):
             )
         joint = self.joint(torch.cat([features, plan], dim=1))
         return self.value(joint.mean(dim=(2, 3))).squeeze(1)
-
-
-class TwinCritic(nn.Module):
-    """Two independent Q-networks (clipped double-Q, Fujimoto et al. 2018 / Haarnoja et al. 2018)."""
-
-    def __init__(self, config: CriticConfig) -> None:
-        super().__init__()
-        self.q1, self.q2 = QNetwork(config), QNetwork(config)
-
-    def forward(self, obs: Tensor, plan: Tensor) -> tuple[Tensor, Tensor]:
-        """(Q1, Q2), each (N,)."""
-        return self.q1(obs, plan), self.q2(obs, plan)

@@ -7,11 +7,12 @@ the shortest clip is shorter: every episode has the same length, so
 data-parallel processes take the same number of optimiser steps). One
 episode = one window. Each window's ``ClipData`` is prepared once.
 
-Run folder: ``config.json``; ``last.pt`` (algorithm state: networks,
-optimisers, counters; written atomically after every epoch, so a killed run
-loses at most one epoch); ``policy_last.safetensors`` and
-``policy_best.safetensors`` (best mean-action advantage on the training
-windows, when ``eval_every`` > 0); ``episodes.csv``, ``epochs.csv``,
+Run folder (``pipeline.io.run_files.RunFolder``): ``config.json`` (the
+``TrainConfig``); ``checkpoint.pt`` (algorithm state: networks, optimisers,
+counters; written atomically after every epoch, so a killed run loses at
+most one epoch); ``model/`` (the last policy) and ``best/`` (best mean-action
+advantage on the training windows, when ``eval_every`` > 0), model folders
+that ``policies.base.load_policy`` reads; ``episodes.csv``, ``epochs.csv``,
 ``curves.png`` (``policies.run_log``).
 
 Data parallel: launched with ``accelerate launch --multi_gpu --num_processes N``
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import random
 import time
@@ -39,34 +39,25 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from pipeline.io.files import atomic_output, shared_data_dir
+from pipeline.io.files import shared_data_dir
 from pipeline.io.images import load_image, resize_to_width
-from pipeline.io.precision import check_precision
+from pipeline.io.precision import PRECISIONS, check_precision
+from pipeline.io.run_files import RunFolder
 from pipeline.io.video import list_videos, read_video
 from pipeline.latents.cache import LatentCache
-from pipeline.latents.codecs import load_codec
-from pipeline.latents.stylizers import build_stylizer
-from policies.base import algorithm_module, check_observation_kind, make_algorithm
+from pipeline.latents.codecs import CODEC_NAMES, load_codec
+from pipeline.latents.stylizers import STYLIZERS, build_stylizer
+from policies.base import ALGORITHM_MODULES, OBSERVATION_KINDS, algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
 from policies.parallel import broadcast_module, mean_over_processes
 from policies.run_log import RunLog
-from rewards.content import LPIPSDistance
 from rewards.flow import default_flow_model
 from rewards.flow_cache import FlowCache
-from rewards.reward import RewardWeights, StyleContentTemporalReward
-from rewards.style import GramStyleLoss
-from rewards.vgg import VGG16Features
+from rewards.reward import RewardWeights, build_reward
 
 DEFAULT_VIDEOS = shared_data_dir() / "videos" / "train"
-CHECKPOINT = "last.pt"
+CHECKPOINT_FORMAT = "vstyle-policy-trainer-v1"  # the tag of checkpoint.pt
 MIN_SIDE = 32  # LPIPS-alex's smallest input
-# What the default agent (REINFORCE on flow observations) trains with unless --option says otherwise: the blend
-# head over the pixel-space warp, starting at a flow-blend of factor 0.7, its blend bias learned at 1e-3. From the
-# baseline (init_alpha 0.02) REINFORCE raised the blend too slowly: warping error on the training windows -3% after
-# 2 epochs at 128 px, against -49% after 1 epoch from this start (starry_night, shared training clips).
-RECOMMENDED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("reinforce", "flow"): {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "scalar_lr": 1e-3},
-}
 # settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads, precision may change)
 RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer", "algo_options")
 
@@ -75,26 +66,36 @@ RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights"
 class TrainConfig:
     """Settings of a training run (saved as the run folder's config.json).
 
-    ``algo_options`` are merged over ``RECOMMENDED_OPTIONS`` of (algo, obs): the saved config holds them all.
+    ``algo_options``: fields of the algorithm's option dataclasses (``CONFIG_CLASSES`` of its module, e.g.
+    ``policies.reinforce``) over their defaults, which are the default agent.
     """
 
-    style: str
-    out: str
-    videos: str = str(DEFAULT_VIDEOS)
-    algo: str = "reinforce"
-    obs: str = "flow"
-    size: int = 128
-    max_frames: int = 16
-    epochs: int = 10
-    weights: tuple[float, float, float] = (10.0, 1.0, 10.0)
-    seed: int = 0
-    device: str = "cpu"
-    codec: str = "taef2"
-    stylizer: str = "latent-wct"
-    eval_every: int = 1
-    threads: int | None = None
-    cache_dir: str | None = None
-    precision: str = "auto"
+    style: str = field(metadata={"help": "style image to train for (any format PIL reads)"})
+    out: str = field(metadata={"help": "run folder; refused if it holds a run, unless resuming"})
+    videos: str = field(default=str(DEFAULT_VIDEOS), metadata={
+        "help": "folder of training clips: video files and/or folders of numbered frames (never the test clips)"})
+    algo: str = field(default="reinforce", metadata={"choices": tuple(ALGORITHM_MODULES), "help": "learning algorithm"})
+    obs: str = field(default="flow", metadata={
+        "choices": OBSERVATION_KINDS, "help": "observation: flow = L_t, warped previous output, occlusion mask, "
+                                              "difference; pair = previous and current baseline latents (Kuang & Chen)"})
+    size: int = field(default=128, metadata={"help": "frame width in pixels, aspect kept, sides multiples of 8"})
+    max_frames: int = field(default=16, metadata={
+        "help": "frames per episode: clips are cut into windows of this many frames"})
+    epochs: int = field(default=10, metadata={"help": "total epochs (one episode per window each)"})
+    weights: tuple[float, float, float] = field(default=(10.0, 1.0, 10.0), metadata={
+        "help": "reward weights of the normalised style, content and temporal terms"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: str = field(default="cpu", metadata={
+        "help": "cpu or cuda (launched by accelerate/torchrun, each process takes its own GPU)"})
+    codec: str = field(default="taef2", metadata={"choices": CODEC_NAMES, "help": "latent codec"})
+    stylizer: str = field(default="latent-wct", metadata={"choices": tuple(STYLIZERS), "help": "per-frame stylizer"})
+    eval_every: int = field(default=1, metadata={
+        "help": "evaluate the mean action every N epochs for the best policy (0 = never)"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads per process (none: torch's choice)"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "latent cache folder (none: $VSTYLE_CACHE or ~/.cache/vstyle/latents)"})
+    precision: str = field(default="auto", metadata={
+        "choices": PRECISIONS, "help": "codec and VGG compute precision (auto: bf16 autocast where it runs natively)"})
     algo_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -111,7 +112,6 @@ class TrainConfig:
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         check_precision(self.precision)
-        self.algo_options = {**RECOMMENDED_OPTIONS.get((self.algo, self.obs), {}), **self.algo_options}
 
 
 def find_videos(folder: str | os.PathLike) -> list[Path]:
@@ -189,28 +189,17 @@ class Trainer:
         self.reward = reward
 
     def _check_folder(self, resume: bool) -> None:
-        checkpoint = self.folder / CHECKPOINT
-        if resume:
-            if not checkpoint.is_file():
-                raise FileNotFoundError(f"cannot resume: {checkpoint} does not exist")
-            saved = json.loads((self.folder / "config.json").read_text())
-            changed = [k for k in RESUME_KEYS if json.dumps(saved.get(k)) != json.dumps(getattr(self.config, k))]
-            if changed:
-                raise ValueError(
-                    f"cannot resume {self.folder}: settings differ from the run's config.json: "
-                    + ", ".join(f"{k} ({saved.get(k)!r} -> {getattr(self.config, k)!r})" for k in changed)
-                )
-        elif checkpoint.is_file():
-            raise FileExistsError(f"{self.folder} already holds a run; pass --resume to continue it or choose another --out")
+        """Set up ``run_folder``: a fresh run refuses an existing one, a resume needs it with the same settings."""
+        self.run_folder = RunFolder(self.folder, CHECKPOINT_FORMAT)
+        self.run_folder.prepare(resume, dataclasses.asdict(self.config), RESUME_KEYS)
 
     def _components(self):
 
         style = self.style_image = self.style_image.to(self.device)
         codec = load_codec(self.config.codec, device=self.device, precision=self.config.precision)
-        stylizer = build_stylizer(self.config.stylizer, codec=codec, device=str(self.device), seed=self.config.seed)
-        weights = RewardWeights(*self.config.weights)
-        reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features(precision=self.config.precision).to(self.device), style), LPIPSDistance(), weights)
-        return codec, stylizer, reward.to(self.device)
+        stylizer = build_stylizer(self.config.stylizer, codec=codec, device=self.device)
+        reward = build_reward(style, RewardWeights(*self.config.weights), self.config.precision, self.device)
+        return codec, stylizer, reward
 
     def _prepare_clips(self, stylizer, reward) -> list[ClipData]:
         """This process's windows (every world-th, the list padded so all processes get as many)."""
@@ -227,21 +216,19 @@ class Trainer:
         return clips
 
     def _load_checkpoint(self) -> None:
-        checkpoint = torch.load(self.folder / CHECKPOINT, map_location=self.device, weights_only=False)
+        checkpoint = self.run_folder.load_checkpoint(self.device, weights_only=False)
         self.algorithm.load_state_dict(checkpoint["algorithm"])
         self.start_epoch, self.best = checkpoint["epoch"], checkpoint.get("best")
         self.log.truncate(self.start_epoch)
 
     def _save(self, epoch: int, eval_advantage: float | None) -> None:
-        """Checkpoint (atomic) after ``epoch`` epochs: last.pt, policy_last, and policy_best if improved."""
+        """Checkpoint (atomic) after ``epoch`` epochs: checkpoint.pt, model/, and best/ if improved."""
         policy = self.algorithm.policy
         if eval_advantage is not None and (self.best is None or eval_advantage > self.best):
             self.best = eval_advantage
-            policy.save(self.folder / "policy_best.safetensors")
-        with atomic_output(self.folder / CHECKPOINT, ".pt") as tmp:
-            torch.save({"epoch": epoch, "best": self.best, "algorithm": self.algorithm.state_dict(),
-                        "config": dataclasses.asdict(self.config)}, tmp)
-        policy.save(self.folder / "policy_last.safetensors")
+            policy.save_pretrained(self.run_folder.best)
+        self.run_folder.save_checkpoint({"epoch": epoch, "best": self.best, "algorithm": self.algorithm.state_dict()})
+        policy.save_pretrained(self.run_folder.model)
         self.log.write()
 
     def _gather(self, rows: list[dict]) -> list[dict]:
@@ -269,9 +256,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train from the start epoch to ``config.epochs``; returns a summary of the last epoch."""
         if self.rank == 0:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_output(self.folder / "config.json", ".json") as tmp:
-                tmp.write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
+            self.run_folder.write_config(dataclasses.asdict(self.config))
         summary: dict[str, Any] = {"epoch": self.start_epoch, "folder": str(self.folder)}
         episode = len(self.log.episodes)
         for epoch in range(self.start_epoch + 1, self.config.epochs + 1):

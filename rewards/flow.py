@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.optical_flow import raft_large, raft_small
 
 from pipeline.io import weights
+from pipeline.io.files import tensor_digest
 from rewards.warp import occlusion_mask, resize_flow
 
 RAFT_MIN_SIZE = 128  # torchvision's RAFT needs both sides >= 128 px
@@ -172,3 +173,31 @@ def flows_and_masks(
         occlusion_mask(flow_fwd, flow_bwd, motion_boundaries),
         occlusion_mask(flow_bwd, flow_fwd, motion_boundaries),
     )
+
+
+class MemoFlow(torch.nn.Module):
+    """A flow model that remembers the flow of every image pair it has seen (until ``clear``).
+
+    The content flows of a clip are needed by every flow-observation policy
+    and by the evaluator; with this wrapper RAFT runs once per pair and clip.
+    Pairs are keyed by the digests of both images.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._flows: dict[tuple[str, str], Tensor] = {}
+
+    def clear(self) -> None:
+        self._flows.clear()
+
+    @torch.no_grad()
+    def forward(self, img1: Tensor, img2: Tensor) -> Tensor:
+        """Flow (N,2,H,W) from ``img1`` to ``img2`` (N,3,H,W), computing only the pairs not seen before."""
+        keys = [(tensor_digest(a), tensor_digest(b)) for a, b in zip(img1, img2)]
+        missing = sorted({i for i, key in enumerate(keys) if key not in self._flows})
+        if missing:
+            index = torch.tensor(missing, device=img1.device)
+            for i, flow in zip(missing, self.model(img1.index_select(0, index), img2.index_select(0, index))):
+                self._flows[keys[i]] = flow
+        return torch.stack([self._flows[key] for key in keys]).to(img1.device)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from rewards.content import LPIPSDistance
 from rewards.style import GramStyleLoss
+from rewards.vgg import VGG16Features
 
 TERM_NAMES = ("style", "content", "temporal")
 
@@ -102,6 +103,13 @@ class RewardScales:
         return cls(**means)
 
 
+def combined_reward(weights: RewardWeights, scales: RewardScales, style: Tensor, content: Tensor,
+                    temporal: Tensor) -> Tensor:
+    """r = -(w_s L_style / S + w_c L_content / C + w_t L_temp / T) of raw terms (N,): the one place the formula lives."""
+    raw = {"style": style, "content": content, "temporal": temporal}
+    return -sum(getattr(weights, name) * raw[name] / getattr(scales, name) for name in TERM_NAMES)
+
+
 def masked_l1(a: Tensor, b: Tensor, mask: Tensor | None) -> Tensor:
     """Mean |a - b| (N,) over channels and the pixels where ``mask`` (N,1,H,W) is 1; 0 where none is."""
     diff = (a - b).abs()
@@ -117,8 +125,8 @@ class StyleContentTemporalReward(nn.Module):
 
     Components are passed in so they can be shared (one VGG, one LPIPS per
     process). Differentiable with respect to ``stylized`` (callers wrap it in
-    ``torch.no_grad()`` for REINFORCE). ``scales`` may be replaced after
-    construction (``reward.scales = RewardScales.from_terms(...)``).
+    ``torch.no_grad()`` for REINFORCE). The normalisation ``scales`` belong to
+    a clip and are passed with each call; the module itself holds no clip state.
     """
 
     def __init__(
@@ -126,13 +134,11 @@ class StyleContentTemporalReward(nn.Module):
         style_loss: GramStyleLoss,
         content_distance: LPIPSDistance,
         weights: RewardWeights = RewardWeights(),
-        scales: RewardScales = RewardScales(),
     ) -> None:
         super().__init__()
         self.style_loss = style_loss
         self.content_distance = content_distance
         self.weights = weights
-        self.scales = scales
 
     def forward(
         self,
@@ -140,13 +146,15 @@ class StyleContentTemporalReward(nn.Module):
         content: Tensor,
         prev_stylized_warped: Tensor | None = None,
         mask: Tensor | None = None,
+        scales: RewardScales = RewardScales(),
     ) -> RewardTerms:
         """Terms and reward for ``stylized`` and ``content`` (N,3,H,W) in [0,1].
 
         ``prev_stylized_warped`` (N,3,H,W): previous stylized frame backward-
         warped into the current one, or ``None`` for a clip's first frame
         (temporal term 0). ``mask`` (N,1,H,W): 1 where the warp is reliable
-        (non-occluded); ``None`` = every pixel. Raises ``FloatingPointError``
+        (non-occluded); ``None`` = every pixel. ``scales``: the clip's
+        normalisation (default 1 each: raw terms). Raises ``FloatingPointError``
         naming the term when a term is NaN or infinite.
         """
         self._check_inputs(stylized, content, prev_stylized_warped, mask)
@@ -164,8 +172,12 @@ class StyleContentTemporalReward(nn.Module):
                     f"reward term {name!r} is NaN or infinite for {bad} of {value.numel()} frame(s); "
                     "refusing to score this step"
                 )
-        total = -sum(getattr(self.weights, name) * raw[name] / getattr(self.scales, name) for name in TERM_NAMES)
-        return RewardTerms(total=total, **raw)
+        return RewardTerms(total=combined_reward(self.weights, scales, **raw), **raw)
+
+    def rescored(self, terms: RewardTerms, scales: RewardScales) -> RewardTerms:
+        """``terms`` with the total recomputed under ``scales`` (the raw terms unchanged)."""
+        return RewardTerms(combined_reward(self.weights, scales, terms.style, terms.content, terms.temporal),
+                           terms.style, terms.content, terms.temporal)
 
     @staticmethod
     def _check_inputs(stylized: Tensor, content: Tensor, prev: Tensor | None, mask: Tensor | None) -> None:
@@ -181,3 +193,10 @@ class StyleContentTemporalReward(nn.Module):
             n, _, h, w = stylized.shape
             if mask.shape != (n, 1, h, w):
                 raise ValueError(f"mask must be (N,1,H,W) = {(n, 1, h, w)}, got {tuple(mask.shape)}")
+
+
+def build_reward(style_image: Tensor, weights: RewardWeights = RewardWeights(), precision: str = "auto",
+                 device: str | torch.device = "cpu") -> StyleContentTemporalReward:
+    """The reward of one style from the shared pretrained VGG16 and LPIPS-alex; ``style_image`` (1,3,H,W) in [0,1]."""
+    style_loss = GramStyleLoss(VGG16Features(precision=precision).to(device), style_image.to(device))
+    return StyleContentTemporalReward(style_loss, LPIPSDistance(), weights).to(device)

@@ -3,7 +3,7 @@
 This is THE one place in the project that implements warping; every other
 module calls these functions.
 
-Convention (DESIGN.md):
+Convention (``docs/conventions.md``):
 
 - A flow is a tensor (N,2,H,W) in pixels; channel 0 is the x displacement
   (positive = right), channel 1 the y displacement (positive = down).

@@ -48,12 +48,8 @@ from policies.base import ALGORITHM_MODULES, load_policy, make_algorithm  # noqa
 from policies.env import LatentStyleEnv, prepare_clip, score_frames  # noqa: E402
 from policies.observations import latent_flows, pixel_warped_latent  # noqa: E402
 from policies.rollout import apply_policy  # noqa: E402
-from policies.train import RECOMMENDED_OPTIONS  # noqa: E402
-from rewards.content import LPIPSDistance  # noqa: E402
 from rewards.flow import RAFTFlow, flows_and_masks  # noqa: E402
-from rewards.reward import StyleContentTemporalReward  # noqa: E402
-from rewards.style import GramStyleLoss  # noqa: E402
-from rewards.vgg import VGG16Features  # noqa: E402
+from rewards.reward import build_reward  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,9 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def get_policy(args: argparse.Namespace, latent_channels: int):
+    """--policy, else an untrained latent-warp residual policy with its gate opened (not the baseline)."""
     if args.policy:
         return load_policy(args.policy, device=args.device)
-    return make_algorithm("reinforce", "flow", latent_channels, init_gate=0.1).policy.to(args.device).eval()
+    return make_algorithm("reinforce", "flow", latent_channels, head="residual", flow_warp="latent",
+                          init_gate=0.1).policy.to(args.device).eval()
 
 
 def _num(value: float) -> str:
@@ -100,7 +98,7 @@ def inference(args: argparse.Namespace) -> dict[str, float]:
     device = torch.device(args.device)
     frames = resize_to_width(read_video(args.video, max_frames=args.frames)[0], args.size).to(device)
     style = load_image(args.style).to(device)
-    stylizer = build_stylizer("latent-wct", codec=load_codec("taef2", device=device), device=str(device))
+    stylizer = build_stylizer("latent-wct", device=device)
     flow_model = RAFTFlow().to(device)
     policy = get_policy(args, stylizer.codec.latent_channels)
     baseline = StylizationPipeline(stylizer)
@@ -129,14 +127,13 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
     frames = resize_to_width(read_video(args.video, max_frames=args.train_frames)[0], size).to(device)
     style = load_image(args.style).to(device)
     codec = load_codec("taef2", device=device)
-    stylizer = build_stylizer("latent-wct", codec=codec, device=str(device))
-    reward = StyleContentTemporalReward(GramStyleLoss(VGG16Features(precision="auto").to(device), style), LPIPSDistance()).to(device)
+    stylizer = build_stylizer("latent-wct", codec=codec)
+    reward = build_reward(style, device=device)
     clip = prepare_clip(frames, style, stylizer, None, RAFTFlow().to(device), reward, "benchmark")
     rows = []
     for name in ALGORITHM_MODULES:
-        options = RECOMMENDED_OPTIONS.get((name, "flow"), {})
         try:
-            algorithm = make_algorithm(name, "flow", codec.latent_channels, **options)
+            algorithm = make_algorithm(name, "flow", codec.latent_channels)
         except (ValueError, TypeError) as error:
             rows.append({"algorithm": name, "transitions/s": "not available", "ms/transition": str(error)[:60]})
             continue
@@ -146,13 +143,11 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
         for _ in range(args.episodes):
             steps += len(algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow")))
         seconds = time.perf_counter() - started
-        options_text = " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-        rows.append({"algorithm": f"{name} ({options_text})", "transitions/s": steps / seconds,
+        rows.append({"algorithm": f"{name} (defaults)", "transitions/s": steps / seconds,
                      "ms/transition": 1000 * seconds / steps})
 
     # the parts of one REINFORCE transition at frame 1, each timed alone
-    policy = make_algorithm("reinforce", "flow", codec.latent_channels,
-                            **RECOMMENDED_OPTIONS[("reinforce", "flow")]).policy.to(device)
+    policy = make_algorithm("reinforce", "flow", codec.latent_channels).policy.to(device)
     env = LatentStyleEnv(clip, codec, reward, "flow").adopt(policy)
     env.reset()
     obs, _ = env.step(torch.zeros_like(clip.baseline_latents[:1]))
@@ -200,7 +195,7 @@ def trainer_throughput(args: argparse.Namespace, size: int, processes: int, work
 def memory_child(video: str, args: argparse.Namespace) -> None:
     """Stylize ``video`` with the policy in this fresh process; print peak memory as JSON."""
     device = torch.device(args.device)
-    stylizer = build_stylizer("latent-wct", codec=load_codec("taef2", device=device), device=str(device))
+    stylizer = build_stylizer("latent-wct", device=device)
     policy = get_policy(args, stylizer.codec.latent_channels)
     pipe = StylizationPipeline(stylizer, policy=policy, flow_model=RAFTFlow().to(device))
     out = Path(tempfile.mkdtemp()) / "out.mp4"

@@ -6,7 +6,7 @@ steps (this port's default) and with the public builder (``residual=False``), or
 ``--checkpoint`` instead of the residual one. The time depends on the architecture, not on the
 weights, so untrained models give the figure for any trained model of the same config.
 
-    python scripts/benchmark_rlministyler.py [--size 256] [--frames 4] [--threads 1] [--checkpoint model.pt]
+    python scripts/benchmark_rlministyler.py [--size 256] [--frames 4] [--threads 1] [--checkpoint RUN]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=256, help="frames are resized to size x size (multiple of 4)")
     parser.add_argument("--frames", type=int, default=4, help="frames per step call (one batch)")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats, median reported")
-    parser.add_argument("--checkpoint", default=None, help="a trained model.pt to time in place of the residual one")
+    parser.add_argument("--checkpoint", default=None, help="a trained model (its run folder or model folder) to time in place of the residual one")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return parser.parse_args(argv)

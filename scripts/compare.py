@@ -32,6 +32,7 @@ from pipeline.evaluation.comparison import (  # noqa: E402
     build_methods,
     run_comparison,
 )
+from pipeline.methods import DEFAULT_FLOW_BLEND, METHODS  # noqa: E402
 from rewards.clip_score import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 
@@ -42,21 +43,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clips", nargs="+", default=[str(p) for p in DEFAULT_CLIPS],
                         help="videos (files or frame folders); default: the shared test clips")
     parser.add_argument("--styles", nargs="+", default=[str(p) for p in DEFAULT_STYLES], help="style images (default starry_night)")
-    parser.add_argument("--policy", action="append", default=[], metavar="NAME=RUN[,RUN2,...]",
-                        help="a trained policy; several runs = several training seeds (repeatable)")
-    parser.add_argument("--rlnst", action="append", default=[], metavar="NAME=CHECKPOINT[,...]",
-                        help="an RL-NST model (model.pt or trainer.pt of baselines.rlnst.train), one per seed; "
-                             "run only on the style it was trained for (repeatable)")
-    parser.add_argument("--rlnst-steps", type=int, default=None, help="RL-NST refinement steps (default: as trained)")
-    parser.add_argument("--rlministyler", action="append", default=[], metavar="NAME=CHECKPOINT[,...]",
-                        help="an RLMiniStyler model (model.pt or trainer.pt of baselines.rlministyler.train), one per "
-                             "seed; runs on every style, trained on it or not (repeatable)")
-    parser.add_argument("--rlministyler-steps", type=int, default=None,
-                        help="RLMiniStyler refinement steps (default: its training episode length)")
+    for name, entry in METHODS.items():
+        if entry.source is None or not entry.source_path:
+            continue
+        parser.add_argument(f"--{name}", action="append", default=[], metavar="NAME=SOURCE[,SOURCE2,...]",
+                            help=f"{entry.help}; SOURCE: {entry.source}; several = several training seeds (repeatable)")
+        if entry.steps:
+            parser.add_argument(f"--{name}-steps", type=int, default=None,
+                                help=f"{name}: refinement steps (default: as trained)")
     parser.add_argument("--no-flow-blend", action="store_true", help="leave out the flow-blend reference")
     parser.add_argument("--flow-blend", action="append", default=None, metavar="FACTOR[:WARP]",
-                        help="a flow-blend reference: pull factor in [0,1] and how W_t is warped, latent (default) or "
-                             "pixel (policies.observations); repeatable (default: one, 0.5:latent)")
+                        help=f"{METHODS['flow-blend'].help}: {METHODS['flow-blend'].source}; repeatable")
     parser.add_argument("--width", type=int, default=256, help="frame width in pixels (default 256)")
     parser.add_argument("--max-frames", type=int, default=24, help="first N frames of each clip; 0 = all (default 24)")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help=f"open_clip model (default {DEFAULT_MODEL})")
@@ -76,9 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.max_frames is not None and args.max_frames < 0:
         raise ValueError(f"--max-frames must be >= 0 (0 = all), got {args.max_frames}")
-    flow_blends = [] if args.no_flow_blend else args.flow_blend or ["0.5"]
-    methods = build_methods(args.policy, args.rlnst, flow_blends, args.rlnst_steps,
-                            args.rlministyler, args.rlministyler_steps)
+    flow_blends = [] if args.no_flow_blend else args.flow_blend or [DEFAULT_FLOW_BLEND]
+    sourced = [name for name, entry in METHODS.items() if entry.source is not None and entry.source_path]
+    requests = {name: getattr(args, name.replace("-", "_")) for name in sourced}
+    steps = {name: getattr(args, f"{name.replace('-', '_')}_steps") for name in sourced if METHODS[name].steps}
+    methods = build_methods(requests, flow_blends, steps)
     config = CompareConfig(
         out=args.out, clips=args.clips, styles=args.styles, width=args.width, max_frames=args.max_frames or None,
         device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache, clip_model=args.clip_model,

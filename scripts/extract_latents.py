@@ -6,7 +6,7 @@ one per chunk of ``--chunk`` frames from the start of each clip: the default
 ``--chunk-size``, so both reuse what this writes (at the same ``--size``).
 
     python scripts/extract_latents.py --videos ../shared/data/videos/train \
-        --style ../shared/data/styles/starry_night.jpg --size 128
+        --style ../shared/data/styles/starry_night.jpg --size 128 [--latent-wct-alpha 0.8]
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ if __package__ in (None, ""):
 from pipeline.io.images import load_image, resize_to_width  # noqa: E402
 from pipeline.io.video import iter_video_chunks, list_videos  # noqa: E402
 from pipeline.latents.cache import LatentCache  # noqa: E402
-from pipeline.latents.stylizers import STYLIZERS, build_stylizer  # noqa: E402
-from scripts._cli import run_cli  # noqa: E402
+from scripts._cli import add_stylizer_arguments, run_cli, stylizer_from_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,10 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="frame width in pixels (default 128, train_policy's)")
     parser.add_argument("--chunk", type=int, default=16, help="frames per cache entry (default 16)")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames of each clip")
-    parser.add_argument("--stylizer", choices=STYLIZERS, default="latent-wct", help="per-frame stylizer (default latent-wct)")
-    parser.add_argument("--alpha", type=float, default=1.0, help="latent-wct strength in [0,1] (default 1)")
     parser.add_argument("--cache-dir", default=None, help="latent cache folder (default $VSTYLE_CACHE or ~/.cache/vstyle/latents)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    add_stylizer_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     videos = list_videos(args.videos)
     style = load_image(args.style).to(args.device)
-    stylizer = build_stylizer(args.stylizer, alpha=args.alpha, device=args.device)
+    stylizer = stylizer_from_args(args, device=args.device)
     cache = LatentCache(args.cache_dir)
     entries = 0
     for video in tqdm(videos, unit="clip", desc="extracting latents"):

@@ -1,11 +1,10 @@
 r"""Stylize a video with a style image.
 
-Methods: ``latent`` (default): each frame stylized in the codec's latent space
-(``--stylizer``), optionally refined by a policy trained with
-train_policy.py (``--policy``); ``rlnst-image`` / ``rlnst-video``: the RL-NST
-pixel-space models of train_rlnst.py (``--checkpoint``, ``--steps``; one model
-per style); ``rlministyler``: the arbitrary-style RLMiniStyler model of
-train_rlministyler.py (``--checkpoint``, ``--steps``, any ``--style``).
+Methods (``--method``, the registry in ``pipeline/methods.py``): ``baseline`` (default): each frame stylized in
+the codec's latent space (``--stylizer``); ``policy``: those latents refined by a policy trained with
+train_policy.py (``--policy RUN`` selects it); ``flow-blend``: the fixed flow-blend reference
+(``--source FACTOR[:WARP]``); ``rlnst``: an RL-NST pixel-space model of train_rlnst.py (``--source``, one model
+per style); ``rlministyler``: the arbitrary-style RLMiniStyler model of train_rlministyler.py (``--source``).
 
 Example:
     python scripts/stylize_video.py --video ../shared/data/videos/test/wolf.mp4 \
@@ -23,47 +22,47 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baselines.rlministyler.inference import load_model, stylize_frames  # noqa: E402
-from baselines.rlnst.inference import StepwiseStylizer, load_model  # noqa: E402
-from pipeline.io.images import load_image
-from pipeline.io.precision import PRECISIONS
+from pipeline.io.images import load_image  # noqa: E402
+from pipeline.io.precision import PRECISIONS  # noqa: E402
+from pipeline.io.video import FRAMES_OUTPUT, check_output, output_kind  # noqa: E402
 from pipeline.latents.cache import LatentCache  # noqa: E402
-from pipeline.latents.stylizers import STYLIZERS, build_stylizer
-from pipeline.stylize import StylizationPipeline, stream_video
-from policies.base import load_policy  # noqa: E402
-from rewards.flow import RAFTFlow  # noqa: E402
-from scripts._cli import run_cli
+from pipeline.latents.codecs import load_codec  # noqa: E402
+from pipeline.methods import (  # noqa: E402
+    METHODS,
+    Components,
+    is_video_folder,
+    load_method,
+    style_warning,
+    stylize_file,
+    stylize_folder,
+)
+from scripts._cli import add_stylizer_arguments, run_cli, stylizer_from_args  # noqa: E402
 
-METHODS = ("latent", "rlnst-image", "rlnst-video", "rlministyler")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", required=True, help="input video file or folder of numbered frames")
+    parser.add_argument("--video", required=True,
+                        help="input video file or folder of numbered frames; or a folder of videos, stylized one by "
+                             "one into the --out folder (ending with /), skipping those already there")
     parser.add_argument("--style", required=True, help="style image (any format PIL reads)")
-    parser.add_argument("--out", required=True, help="output mp4 path (refused if it exists, see --overwrite)")
+    parser.add_argument("--out", required=True,
+                        help="output: .mp4 (H.264), .webm (VP9), .gif, or a path ending with / for a folder of PNG "
+                             "frames; the input's audio is kept (mp4, webm); refused if it exists, see --overwrite")
     parser.add_argument("--size", type=int, default=None,
                         help="output width in pixels, aspect ratio kept (default: the input's, at most 512)")
-    parser.add_argument("--method", choices=METHODS, default="latent",
-                        help="latent (default): latent stylizer [+ policy]; rlnst-image, rlnst-video, rlministyler: "
-                             "pixel-space RL baselines loaded from --checkpoint")
-    parser.add_argument("--checkpoint", default=None, help="rlnst-*/rlministyler: model.pt or trainer.pt of their training script")
-    parser.add_argument("--rl-steps", type=int, default=10,
-                        help="rlnst-*/rlministyler: refinement steps, more = stronger style (default 10, as trained)")
-    parser.add_argument("--stylizer", choices=STYLIZERS, default="latent-wct", help="per-frame stylizer (default latent-wct)")
-    parser.add_argument("--alpha", type=float, default=1.0, help="latent-wct strength in [0,1] (default 1)")
-    parser.add_argument("--refine-steps", type=int, default=0,
-                        help="latent-wct: Adam steps of Gram/content latent optimisation per frame (default 0)")
+    parser.add_argument("--method", choices=list(METHODS), default=None,
+                        help="; ".join(f"{e.name}: {e.help}" for e in METHODS.values())
+                        + " (default: policy with --policy, else baseline)")
+    parser.add_argument("--source", "--checkpoint", dest="source", default=None,
+                        help="what the method loads: " + "; ".join(f"{e.name}: {e.source}" for e in METHODS.values() if e.source))
+    parser.add_argument("--rl-steps", type=int, default=None,
+                        help="rlnst/rlministyler: refinement steps, more = stronger style (default: as trained)")
+    add_stylizer_arguments(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="latent-wct codec compute precision: auto (default) = bf16 autocast where the CPU/GPU runs "
                              "it natively (2.3x faster TAEF2, same round-trip PSNR), else fp32")
-    parser.add_argument("--model", default=None,
-                        help="diffusest: Stable Diffusion 1.5 hub id or local folder (default stable-diffusion-v1-5)")
-    parser.add_argument("--blip-diffusion", default=None,
-                        help="diffusest: BLIP-Diffusion checkpoint whose Q-Former embeds the style image")
-    parser.add_argument("--prompt", default="a painting", help="diffusest: text condition when no BLIP-Diffusion is given")
-    parser.add_argument("--steps", type=int, default=50, help="diffusest: DDIM steps (default 50)")
-    parser.add_argument("--policy", default=None, help="trained policy: a run folder or checkpoint of train_policy.py")
+    parser.add_argument("--policy", default=None, help="trained policy: a run folder of train_policy.py (= --method policy --source RUN)")
     parser.add_argument("--side-by-side", action="store_true", help="write input | baseline | result side by side")
     parser.add_argument("--max-frames", type=int, default=None, help="stylize only the first N frames")
     parser.add_argument("--chunk-size", type=int, default=16, help="frames held in memory at once (default 16)")
@@ -75,59 +74,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pixel_method(args: argparse.Namespace, style):
-    """``process(frames) -> panels`` for the RL-NST / RLMiniStyler methods of ``stream_video``."""
-    if not args.checkpoint:
-        raise ValueError(f"--method {args.method} needs --checkpoint (a model.pt written by its training script)")
-    if args.method == "rlministyler":
-
-        model = load_model(args.checkpoint, device=args.device)
-        return lambda frames: [frames, stylize_frames(model, frames, style, args.rl_steps)]
-
-    model = load_model(args.checkpoint, device=args.device)
-    if model.is_video != (args.method == "rlnst-video"):
-        kind = "video" if model.is_video else "image"
-        raise ValueError(f"{args.checkpoint} holds an RL-NST {kind} model; use --method rlnst-{kind}")
-    stylizer = StepwiseStylizer(model, args.rl_steps)
-    return lambda frames: [frames, stylizer(frames)]
+def method_and_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The registry method and its source from ``--method``, ``--source`` and the ``--policy`` shortcut."""
+    if args.policy is not None:
+        if args.method not in (None, "policy") or args.source is not None:
+            raise ValueError("--policy RUN is --method policy --source RUN; give one or the other")
+        return "policy", args.policy
+    return args.method or "baseline", args.source
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    if Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
-    style = load_image(args.style)
-    if args.method == "latent":
-        summary = stylize_latent(args, style)
-    else:
-        process = pixel_method(args, style.to(args.device))
-        summary = stream_video(args.video, args.out, lambda frames: process(frames)[0 if args.side_by_side else 1:],
-                               size=args.size, overwrite=args.overwrite, max_frames=args.max_frames,
-                               chunk_size=args.chunk_size)
+    batch = is_video_folder(args.video)
+    if batch and output_kind(args.out) != FRAMES_OUTPUT:
+        raise ValueError(f"{args.video} is a folder of videos: give an output folder ending with /, got {args.out}")
+    if not batch:
+        check_output(args.out, args.overwrite)  # before any work
+    name, source = method_and_source(args)
+    style = load_image(args.style).to(args.device)
+    if (warning := style_warning(style)) is not None:
+        print(f"warning: {args.style}: {warning}", file=sys.stderr)
+    method = load_method(name, build_components(args), source, args.rl_steps)
+    options = dict(size=args.size, side_by_side=args.side_by_side, max_frames=args.max_frames,
+                   chunk_size=args.chunk_size)
+    if batch:
+        rows = stylize_folder(method, args.video, style, args.out, overwrite=args.overwrite, **options)
+        for row in rows:
+            print(f"{row['status']:>7}  {row['name']}" + (f": {row['error']}" if row["status"] == "failed" else ""))
+        counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
+        print(f"{args.out}: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+        return {"clips": rows, **counts}
+    summary = stylize_file(method, args.video, style, args.out, overwrite=args.overwrite, **options)
+    cuts = f"; scene cuts at frames {summary['scene_cuts']}" if summary["scene_cuts"] else ""
+    audio = "with audio" if summary["audio"] else "no audio"
     print(f"wrote {args.out}: {summary['frames']} frames at {summary['fps']:.3f} fps, "
-          f"{summary['output_size'][1]}x{summary['output_size'][0]}")
+          f"{summary['output_size'][1]}x{summary['output_size'][0]}, {audio}{cuts}")
     return summary
 
 
-def stylize_latent(args: argparse.Namespace, style) -> dict:
-    """The latent pipeline: per-frame stylizer, optional policy."""
-    diffusest_options = {"seed": args.seed, "prompt": args.prompt, "num_inference_steps": args.steps}
-    stylizer = build_stylizer(args.stylizer, alpha=args.alpha, refine_steps=args.refine_steps, precision=args.precision,
-                              model=args.model,
-                              blip_diffusion=args.blip_diffusion, device=args.device,
-                              **(diffusest_options if args.stylizer == "diffusest" else {}))
-    policy, flow_model = None, None
-    if args.policy:
-
-        policy = load_policy(args.policy).to(args.device).eval()
-        if policy.observation == "flow":
-
-            flow_model = RAFTFlow().to(args.device)
-    pipe = StylizationPipeline(stylizer, policy=policy, cache=None if args.no_cache else LatentCache(args.cache_dir),
-                               flow_model=flow_model, chunk_size=args.chunk_size)
-    return pipe.stylize_video(args.video, style.to(args.device), args.out, size=args.size,
-                              side_by_side=args.side_by_side, overwrite=args.overwrite, max_frames=args.max_frames)
+def build_components(args: argparse.Namespace) -> Components:
+    """The per-frame stylizer (with its codec), the latent cache and the device the methods share."""
+    codec = load_codec("taef2", device=args.device, precision=args.precision) if args.stylizer == "latent-wct" else None
+    stylizer = stylizer_from_args(args, codec=codec, device=args.device)
+    cache = None if args.no_cache else LatentCache(args.cache_dir)
+    return Components(stylizer, cache, torch.device(args.device), chunk_size=args.chunk_size)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ Examples:
 Content: the frames of the shared training clips (../shared/data/videos/train;
 never the test clips) and the shared photos. Styles: the shared paintings
 except woman_with_hat_matisse.jpg, held out to test unseen styles. Writes
-model.pt (for scripts/stylize_video.py --method rlministyler --checkpoint),
-trainer.pt (for --resume), log.csv and curves.png.
+the run folder OUT: config.json, model/ (the model; OUT or OUT/model is what
+inference and comparisons take), checkpoint.pt (for --resume), log.csv,
+curves.png and steps.json.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "For a short CPU run try --size 64 --lr 1e-3 (about 2.5 s per update at 64 px here).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints, log.csv, curves.png")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (config.json, model/, checkpoint.pt, log.csv, curves.png)")
     add_content_arguments(parser, "training photos or folders of them")
     parser.add_argument("--styles", type=Path, nargs="+", default=None,
                         help="style images or folders of them; default: ../shared/data/styles/* except "

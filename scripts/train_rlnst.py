@@ -7,8 +7,8 @@ Examples:
 
 Trains on the frames of the shared training clips (../shared/data/videos/train)
 and, for the image model, the shared photos; never on the test clips. Writes
-model.pt (for scripts/stylize_video.py --method rlnst-image|rlnst-video
---checkpoint), trainer.pt (for --resume), log.csv and curves.png.
+the run folder OUT: config.json, model/ (the model; OUT or OUT/model is what
+inference and comparisons take), checkpoint.pt (for --resume), log.csv and curves.png.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--style", type=Path, required=True, help="style image (one model per style)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints, log.csv, curves.png")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (config.json, model/, checkpoint.pt, log.csv, curves.png)")
     parser.add_argument("--mode", choices=MODES, default="image",
                         help="image model, or video model (ConvGRUs + compound regularisation)")
     add_content_arguments(parser, "training photos or folders of them (image mode)")

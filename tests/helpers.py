@@ -8,6 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+# REINFORCE options whose untrained policy (gate 0) is exactly the frame-by-frame baseline (the default agent
+# starts at a pixel-warp flow-blend instead)
+FROM_BASELINE = {"head": "residual", "flow_warp": "latent"}
+
 
 def load_rgb(path: Path) -> torch.Tensor:
     """(1,3,H,W) float in [0,1]."""

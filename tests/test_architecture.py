@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("codecs and stylizers", ("pipeline.latents",)),
     ("policies and the RL loop", ("policies",)),
     ("pixel-space baselines", ("baselines",)),
-    ("end-to-end pipeline", ("pipeline", "pipeline.stylize", "pipeline.methods")),
+    ("end-to-end pipeline", ("pipeline", "pipeline.scenes", "pipeline.stylize", "pipeline.methods")),
     ("evaluation, comparison, reports", ("pipeline.evaluation",)),
     ("scripts", ("scripts",)),
 )

@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from baselines.rlministyler.inference import save_model as save_rlministyler_model
 from baselines.rlministyler.models import RLMiniStyler
-from baselines.rlnst.inference import save_model
 from baselines.rlnst.models import RLNST, RLNSTConfig
-from pipeline.evaluation.comparison import MemoFlow, _rlnst_runner, build_methods, parse_named_sources
+from pipeline.evaluation.comparison import build_methods, parse_named_sources
 from pipeline.io.images import resize_to_width
 from pipeline.evaluation.report import LABEL_STRIP
 from pipeline.io.video import read_video, video_info
 from policies.base import make_algorithm
+from pipeline.latents.codecs import load_codec
+from pipeline.latents.stylizers import build_stylizer
+from pipeline.methods import Components, load_method
 from rewards.classical_flow import ClassicalFlow
+from rewards.flow import MemoFlow
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,23 +37,23 @@ def policy_runs(tmp_path_factory) -> list[Path]:
     for seed in (0, 1):
         torch.manual_seed(seed)
         folder = tmp_path_factory.mktemp(f"run{seed}")
-        make_algorithm("reinforce", "flow", 32, init_gate=0.1).policy.save(folder / "policy_last.safetensors")
+        make_algorithm("reinforce", "flow", 32, init_gate=0.1).policy.save_pretrained(folder / "model")
         runs.append(folder)
     return runs
 
 
 def save_rlnst(path: Path, style: str) -> Path:
-    """An untrained RL-NST video model in the model.pt format of baselines.rlnst.train (2 steps per frame)."""
+    """An untrained RL-NST video model folder as baselines.rlnst.train saves it (2 steps per frame)."""
     torch.manual_seed(0)
     model = RLNST(RLNSTConfig(video=True, channels=(8, 8, 8)))
-    return save_model(model, path, mode="video", style=style, size=WIDTH, episode_steps=2, updates=0)
+    return model.save_pretrained(path, training=dict(mode="video", style=style, size=WIDTH, episode_steps=2, updates=0))
 
 
 def save_rlministyler(path: Path, style: str) -> Path:
-    """An untrained RLMiniStyler in the model.pt format of baselines.rlministyler.train (2 steps per frame)."""
+    """An untrained RLMiniStyler model folder as baselines.rlministyler.train saves it (2 steps per frame)."""
     torch.manual_seed(0)
-    return save_rlministyler_model(RLMiniStyler(), path, styles=[style], held_out_styles=[], size=WIDTH,
-                                   episode_steps=2, updates=0)
+    return RLMiniStyler().save_pretrained(path, training=dict(styles=[style], held_out_styles=[], size=WIDTH,
+                                                              episode_steps=2, updates=0))
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,8 @@ def report(tmp_path_factory, data_dir, policy_runs) -> tuple[Path, dict, Path]:
     clips = [data_dir / "videos" / "test" / "wolf.mp4", data_dir / "videos" / "test" / "sintel_alley"]
     args = ["--out", str(root / "report"), "--clips", *map(str, clips), "--width", str(WIDTH), "--max-frames", str(FRAMES),
             "--policy", f"rl={policy_runs[0]},{policy_runs[1]}", "--cache-dir", str(root / "cache"), "--quiet",
-            "--rlnst", f"nst={save_rlnst(root / 'model.pt', str(data_dir / 'styles' / 'starry_night.jpg'))}",
-            "--rlministyler", f"mini={save_rlministyler(root / 'mini.pt', str(data_dir / 'styles' / 'udnie.jpg'))}"]
+            "--rlnst", f"nst={save_rlnst(root / 'rlnst', str(data_dir / 'styles' / 'starry_night.jpg'))}",
+            "--rlministyler", f"mini={save_rlministyler(root / 'mini', str(data_dir / 'styles' / 'udnie.jpg'))}"]
     return root / "report", main(args), root / "cache"
 
 
@@ -152,26 +154,30 @@ def test_method_arguments_are_checked(tmp_path):
             parse_named_sources(bad, "--policy")
     (tmp_path / "run").mkdir()
     with pytest.raises(ValueError, match="reserved"):
-        build_methods([f"baseline={tmp_path / 'run'}"])
+        build_methods({"policy": [f"baseline={tmp_path / 'run'}"]})
     with pytest.raises(ValueError, match="given twice"):
-        build_methods([f"a={tmp_path / 'run'}", f"a={tmp_path / 'run'}"])
+        build_methods({"policy": [f"a={tmp_path / 'run'}", f"a={tmp_path / 'run'}"]})
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        build_methods([f"a={tmp_path / 'missing'}"])
+        build_methods({"policy": [f"a={tmp_path / 'missing'}"]})
+    with pytest.raises(ValueError, match="not a registered method"):
+        build_methods({"teleport": [f"a={tmp_path / 'run'}"]})
     blends = build_methods(flow_blends=["0.5", "0.7:pixel"])
-    assert [(m.name, m.options) for m in blends[1:]] == [
-        ("flow-blend-latent-0.5", {"factor": 0.5, "flow_warp": "latent"}),
-        ("flow-blend-pixel-0.7", {"factor": 0.7, "flow_warp": "pixel"})]
+    assert [(m.label, m.method, m.sources) for m in blends] == [
+        ("baseline", "baseline", (None,)), ("flow-blend-latent-0.5", "flow-blend", ("0.5",)),
+        ("flow-blend-pixel-0.7", "flow-blend", ("0.7:pixel",))]
     for bad in ("1.5", "0.5:optical", "half"):
         with pytest.raises(ValueError, match="FACTOR\\[:WARP\\]"):
             build_methods(flow_blends=[bad])
 
 
 def test_rlnst_runs_only_on_its_style(tmp_path, data_dir):
-    run, info = _rlnst_runner(str(save_rlnst(tmp_path / "model.pt", "styles/udnie.jpg")), None, torch.device("cpu"))
-    frames = torch.rand(2, 3, 32, 40)
-    assert info == {"trained_style": "udnie", "steps": 2}
-    assert run(frames, torch.rand(1, 3, 32, 32), "starry_night") is None
-    assert run(frames, torch.rand(1, 3, 32, 32), "udnie").shape == frames.shape
+    codec = load_codec("taef2")
+    components = Components(build_stylizer("latent-wct", codec=codec), None, torch.device("cpu"))
+    method = load_method("rlnst", components, str(save_rlnst(tmp_path / "rlnst", "styles/udnie.jpg")))
+    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "wolf.mp4", max_frames=2)[0], 40)
+    assert method.info == {"kind": "rlnst-video", "trained_style": "udnie", "steps": 2}
+    assert not method.applies_to("starry_night") and method.applies_to("udnie")
+    assert method.stylize_clip(frames, torch.rand(1, 3, 32, 32)).shape == frames.shape
 
 
 def test_memo_flow_runs_each_pair_once(data_dir):

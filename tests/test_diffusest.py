@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib
 import json
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
 from tokenizers import pre_tokenizers
 
 from pipeline.io.images import load_image
+from pipeline.latents.stylizers import build_stylizer
 from pipeline.latents.stylizers.ddim_inversion import ddim_invert
 from pipeline.latents.stylizers.diffusest import BlipDiffusionStyleEncoder, DiffuseSTConfig, DiffuseSTStylizer, fit_style
 from pipeline.latents.stylizers.pnp_injection import FEATURES, KEY_VALUE, QUERY_KEY, PnPInjector, StepPlan
@@ -268,19 +270,22 @@ def test_config_is_a_json_cache_key(parts):
 
 def test_from_pretrained_missing_model_is_clear(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="UNet.*no-such-org/no-such-model.*huggingface-cli download"):
-        DiffuseSTStylizer.from_pretrained("no-such-org/no-such-model")
+        build_stylizer("diffusest", DiffuseSTConfig(model="no-such-org/no-such-model"))
     with pytest.raises(WeightsNotFoundError, match="missing"):
-        DiffuseSTStylizer.from_pretrained(tmp_path / "missing")
+        DiffuseSTStylizer.from_pretrained(DiffuseSTConfig(model=str(tmp_path / "missing")))
     with pytest.raises(WeightsNotFoundError, match="no unet/ subfolder"):
-        DiffuseSTStylizer.from_pretrained(tmp_path)
+        DiffuseSTStylizer.from_pretrained(DiffuseSTConfig(model=str(tmp_path)))
+    with pytest.raises(ValueError, match="takes no codec"):
+        build_stylizer("diffusest", codec=SimpleNamespace(name="taef2"))
 
 
 def test_from_pretrained_local_folder(parts, frames, style, tmp_path):
     for name in ("unet", "scheduler", "text_encoder", "tokenizer"):
         parts[name].save_pretrained(tmp_path / name)
     parts["codec"].vae.save_pretrained(tmp_path / "vae")
-    loaded = DiffuseSTStylizer.from_pretrained(tmp_path, num_inference_steps=10, **TINY_LAYERS)
+    loaded = build_stylizer("diffusest", DiffuseSTConfig(model=str(tmp_path), num_inference_steps=10, **TINY_LAYERS))
     assert loaded.cfg.num_inference_steps == 10 and loaded.unet.dtype == torch.float32
+    assert "model" not in loaded.config()  # the cache key records the loaded UNet instead
     torch.testing.assert_close(loaded.stylize(frames[:1], style), make(parts).stylize(frames[:1], style),
                                rtol=1e-5, atol=1e-5)
 
@@ -306,8 +311,8 @@ def test_blip_diffusion_checkpoint_loads_and_conditions_the_output(parts, frames
         ctx_begin_pos=2, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],
     ).save_pretrained(checkpoint)
 
-    stylizer = DiffuseSTStylizer.from_pretrained(checkpoint, blip_diffusion=checkpoint, num_inference_steps=4,
-                                                 **TINY_LAYERS)
+    stylizer = DiffuseSTStylizer.from_pretrained(DiffuseSTConfig(model=str(checkpoint), blip_diffusion=str(checkpoint),
+                                                                 num_inference_steps=4, **TINY_LAYERS))
     encoder = stylizer.style_encoder
     assert isinstance(encoder, BlipDiffusionStyleEncoder) and stylizer.text_encoder is encoder.text_encoder
     assert (encoder.ctx_begin_pos, encoder.mean) == (2, [0.5, 0.5, 0.5])

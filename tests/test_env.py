@@ -23,6 +23,7 @@ from rewards.reward import StyleContentTemporalReward
 from rewards.style import GramStyleLoss
 from rewards.vgg import VGG16Features
 from rewards.warp import backward_warp
+from tests.helpers import FROM_BASELINE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -94,7 +95,7 @@ def test_identity_episode_is_the_baseline(setup):
 def test_episode_matches_the_pipeline_rollout(setup):
     """The env and apply_policy (the pipeline's loop) produce the same latents for the same policy."""
     clip = setup[2]
-    policy = make_algorithm("reinforce", "flow", 32).policy.eval()
+    policy = make_algorithm("reinforce", "flow", 32, **FROM_BASELINE).policy.eval()
     with torch.no_grad():
         policy.gate.fill_(0.5)
     from_env = torch.cat([r.latent for r in run_episode(env_for(setup), policy)])
@@ -122,7 +123,7 @@ def test_differentiable_path(setup):
 
 def test_nan_guard_leaves_the_policy_untouched(setup):
     clip = setup[2]
-    algo = make_algorithm("reinforce", "flow", 32, accumulate=2)
+    algo = make_algorithm("reinforce", "flow", 32, accumulate=2, **FROM_BASELINE)
     terms = dataclasses.replace(clip.baseline_terms, total=clip.baseline_terms.total.clone())
     terms.total[3] = math.nan  # a corrupt baseline reward at frame 3
     before = {k: v.clone() for k, v in algo.policy.state_dict().items()}
@@ -148,7 +149,7 @@ def test_short_reinforce_run_raises_the_advantage(setup):
     """40 episodes (240 transitions) on the clip: the sampled policy's advantage rises, and the mean
     action, which starts exactly at the baseline (advantage 0), ends above it."""
     env = env_for(setup)
-    algo = make_algorithm("reinforce", "flow", 32, lr=3e-3, scalar_lr=3e-2, init_log_sigma=math.log(0.03))
+    algo = make_algorithm("reinforce", "flow", 32, lr=3e-3, scalar_lr=3e-2, init_log_sigma=math.log(0.03), **FROM_BASELINE)
     assert sum(r.advantage for r in run_episode(env, algo.policy)) == pytest.approx(0.0, abs=1e-4)
     advantages = []
     for _ in range(40):

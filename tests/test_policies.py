@@ -9,12 +9,14 @@ from pipeline.latents.codecs import load_codec
 from pipeline.io.images import load_image, resize_to_width
 from pipeline.latents.stylizers.latent_wct import LatentWCT
 from pipeline.io.video import read_video
-from policies.base import load_policy, make_algorithm
+from baselines.rlnst.models import RLNST
+from policies.base import Policy, load_policy, make_algorithm
 from policies.observations import build_observation, check_flow_warp, latent_flows, observation_channels, pixel_warped_latent
 from policies.references import FlowBlendConfig, FlowBlendPolicy, IdentityConfig, IdentityPolicy
 from policies.reinforce import ReinforcePolicy, ReinforcePolicyConfig
-from policies.rollout import apply_policy, apply_policy_to_chunk, default_warp_codec
+from policies.rollout import apply_policy, apply_policy_to_chunk
 from rewards.flow import default_flow_model, flows_and_masks
+from tests.helpers import FROM_BASELINE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,7 +45,7 @@ def clip(data_dir):
 
 
 def _policy(kind: str, gate: float = 0.0) -> ReinforcePolicy:
-    policy = make_algorithm("reinforce", kind, 32).policy
+    policy = make_algorithm("reinforce", kind, 32, **FROM_BASELINE).policy
     with torch.no_grad():
         policy.gate.fill_(gate)
     return policy.eval()
@@ -99,9 +101,10 @@ def test_rollout_in_chunks_equals_one_pass(clip, kind):
 
     # the pipeline's entry point estimates the flows itself, across the chunk boundary too
     frames = clip["frames"]
-    pipe_whole, _ = apply_policy_to_chunk(policy, latents, frames)
-    a, state = apply_policy_to_chunk(policy, latents[:3], frames[:3])
-    b, _ = apply_policy_to_chunk(policy, latents[3:], frames[3:], state)
+    raft = default_flow_model()
+    pipe_whole, _ = apply_policy_to_chunk(policy, latents, frames, flow_model=raft)
+    a, state = apply_policy_to_chunk(policy, latents[:3], frames[:3], flow_model=raft)
+    b, _ = apply_policy_to_chunk(policy, latents[3:], frames[3:], state, flow_model=raft)
     assert torch.allclose(pipe_whole, whole, atol=1e-4)
     assert torch.allclose(torch.cat([a, b]), pipe_whole, atol=1e-4)
 
@@ -122,28 +125,47 @@ def test_save_and_load(tmp_path, clip):
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    path = policy.save(tmp_path / "run" / "policy_last.safetensors")
-    assert not list(path.parent.glob("*.tmp*"))  # written atomically
-    loaded = load_policy(path)
+    folder = policy.save_pretrained(tmp_path / "run" / "model", training={"epoch": 3})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no temporary files
+    loaded = load_policy(folder)
     assert isinstance(loaded, ReinforcePolicy) and loaded.config == policy.config and not loaded.training
     assert torch.equal(apply_policy(loaded, latents, clip["flows"])[0], apply_policy(policy, latents, clip["flows"])[0])
+    assert ReinforcePolicy.from_pretrained(folder).config == policy.config
 
-    FlowBlendPolicy(FlowBlendConfig(32, factor=0.3)).save(tmp_path / "run" / "policy_best.safetensors")
+    assert isinstance(load_policy(tmp_path / "run"), ReinforcePolicy)  # a run folder without best/: its model/
+    FlowBlendPolicy(FlowBlendConfig(32, factor=0.3)).save_pretrained(tmp_path / "run" / "best")
     best = load_policy(tmp_path / "run")  # a run folder resolves to its best policy, else its last
     assert isinstance(best, FlowBlendPolicy) and best.config.factor == 0.3
 
-    ReinforcePolicy(ReinforcePolicyConfig(4, "pair", hidden=8)).save(tmp_path / "small.safetensors")
-    assert load_policy(tmp_path / "small.safetensors").config.hidden == 8
+    ReinforcePolicy(ReinforcePolicyConfig(4, "pair", hidden=8)).save_pretrained(tmp_path / "small")
+    assert load_policy(tmp_path / "small").config.hidden == 8
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_policy(tmp_path / "nope.safetensors")
-    with pytest.raises(FileNotFoundError, match="holds no policy file"):
+    with pytest.raises(FileNotFoundError, match="model folder .*nope does not exist"):
+        load_policy(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="holds no model"):
         load_policy(tmp_path)
-    (tmp_path / "junk.safetensors").write_bytes(b"not a policy")
-    with pytest.raises(ValueError, match="not a policy file"):
-        load_policy(tmp_path / "junk.safetensors")
+    (tmp_path / "policy.safetensors").write_bytes(b"not a folder")
+    with pytest.raises(ValueError, match="is a file"):
+        load_policy(tmp_path / "policy.safetensors")
+    blend = FlowBlendPolicy(FlowBlendConfig(32, factor=0.3)).save_pretrained(tmp_path / "blend")
+    with pytest.raises(ValueError, match="holds a 'flow-blend' policy, not a 'reinforce' one"):
+        ReinforcePolicy.from_pretrained(blend)
+    nst = RLNST().save_pretrained(tmp_path / "rlnst")
+    with pytest.raises(ValueError, match="holds a 'rlnst-model-v2' model of kind 'rlnst', not a 'vstyle-policy-v1' one"):
+        load_policy(nst)
+    (blend / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
+        load_policy(blend)
+    small = ReinforcePolicy(ReinforcePolicyConfig(4, "pair", hidden=8)).save_pretrained(tmp_path / "small")
+    ReinforcePolicy(ReinforcePolicyConfig(4, "pair", hidden=16)).save_pretrained(tmp_path / "wider")
+    (small / "model.safetensors").write_bytes((tmp_path / "wider" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="weights in .* do not fit its config.json"):
+        Policy.from_pretrained(small)
+    (small / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="config.json is not a readable JSON file"):
+        load_policy(small)
 
 
 def test_make_algorithm_errors():
@@ -190,21 +212,25 @@ def test_pixel_warped_latent(pixel_clip):
 
 def test_pixel_flow_blend_rollout(pixel_clip):
     latents, flows, codec, pixel = pixel_clip["latents"], pixel_clip["flows"], pixel_clip["codec"], pixel_clip["pixel_flows"]
-    blend = FlowBlendPolicy(FlowBlendConfig(32, factor=1.0))
-    refined, _ = apply_policy(blend, latents, flows, pixel_flows=pixel, codec=codec, flow_warp="pixel")
+    blend = FlowBlendPolicy(FlowBlendConfig(32, factor=1.0, flow_warp="pixel"))
+    latent_blend = FlowBlendPolicy(FlowBlendConfig(32, factor=1.0))
+    refined, _ = apply_policy(blend, latents, flows, pixel_flows=pixel, codec=codec)
     with torch.no_grad():  # frame 1 by hand: reliable cells take E(warp(S_0)) + warped round-trip residual
         warped = pixel_warped_latent(codec, codec.decode(refined[:1]), pixel[:1], refined[:1])
     mask = flows.mask[:1]
     assert torch.allclose(refined[1:2], latents[1:2] + mask * (warped - latents[1:2]), atol=1e-4)
-    assert not torch.allclose(refined, apply_policy(blend, latents, flows)[0], atol=1e-3)  # differs from the latent warp
+    assert not torch.allclose(refined, apply_policy(latent_blend, latents, flows)[0], atol=1e-3)  # not the latent warp
     with pytest.raises(ValueError, match="needs the codec"):
-        apply_policy(blend, latents, flows, flow_warp="pixel")
+        apply_policy(blend, latents, flows)
 
     # the pipeline's entry point, in chunks: the state carries the previous decoded output
     frames = pixel_clip["frames"]
-    whole, _ = apply_policy_to_chunk(blend, latents, frames, codec=codec, flow_warp="pixel")
-    a, state = apply_policy_to_chunk(blend, latents[:3], frames[:3], codec=codec, flow_warp="pixel")
-    b, _ = apply_policy_to_chunk(blend, latents[3:], frames[3:], state, codec=codec, flow_warp="pixel")
+    raft = default_flow_model()
+    whole, _ = apply_policy_to_chunk(blend, latents, frames, flow_model=raft, codec=codec)
+    a, state = apply_policy_to_chunk(blend, latents[:3], frames[:3], flow_model=raft, codec=codec)
+    b, _ = apply_policy_to_chunk(blend, latents[3:], frames[3:], state, flow_model=raft, codec=codec)
+    with pytest.raises(ValueError, match="needs a flow_model"):
+        apply_policy_to_chunk(blend, latents, frames, codec=codec)
     assert torch.allclose(whole, refined, atol=1e-4)
     assert torch.allclose(torch.cat([a, b]), whole, atol=1e-4)
 
@@ -218,13 +244,13 @@ def test_blend_head(tmp_path, pixel_clip):
     expected = FlowBlendPolicy(FlowBlendConfig(32, factor=0.1)).act(obs)
     assert torch.allclose(policy.act(obs), expected, atol=1e-6)
     assert torch.allclose(policy.alpha(obs), torch.full_like(obs[:, :1], 0.1), atol=1e-6)
-    # inference reads the policy's flow_warp (the codec named by warp_codec is loaded when none is given)
-    frames = pixel_clip["frames"]
-    ours, _ = apply_policy_to_chunk(policy, latents, frames)
-    reference, _ = apply_policy_to_chunk(FlowBlendPolicy(FlowBlendConfig(32, factor=0.1)), latents, frames,
-                                         codec=default_warp_codec(policy, torch.device("cpu")), flow_warp="pixel")
+    # inference reads the policy's flow_warp; the caller passes the codec
+    frames, codec, raft = pixel_clip["frames"], pixel_clip["codec"], default_flow_model()
+    ours, _ = apply_policy_to_chunk(policy, latents, frames, flow_model=raft, codec=codec)
+    reference, _ = apply_policy_to_chunk(FlowBlendPolicy(FlowBlendConfig(32, factor=0.1, flow_warp="pixel")), latents,
+                                         frames, flow_model=raft, codec=codec)
     assert torch.allclose(ours, reference, atol=1e-4)
-    loaded = load_policy(policy.save(tmp_path / "blend.safetensors"))
+    loaded = load_policy(policy.save_pretrained(tmp_path / "blend"))
     assert loaded.config == policy.config and torch.allclose(loaded.act(obs), policy.act(obs))
     with pytest.raises(ValueError, match="blend head reads the 'flow' observation"):
         ReinforcePolicyConfig(32, "pair", head="blend")

@@ -16,6 +16,7 @@ from rewards.reward import (
     RewardTerms,
     RewardWeights,
     StyleContentTemporalReward,
+    combined_reward,
     masked_l1,
 )
 from rewards.style import GramStyleLoss
@@ -60,9 +61,9 @@ def test_total_combines_weights_and_scales_as_documented(components, clip, style
     mask = torch.ones(2, 1, *SIZE)
     mask[..., : SIZE[1] // 2] = 0
     weights, scales = RewardWeights(style=3.0, content=2.0, temporal=5.0), RewardScales(style=4.0, content=0.5, temporal=0.1)
-    reward = StyleContentTemporalReward(style_loss, lpips_alex, weights, scales)
+    reward = StyleContentTemporalReward(style_loss, lpips_alex, weights)
     with torch.no_grad():
-        terms = reward(stylized, content, prev, mask)
+        terms = reward(stylized, content, prev, mask, scales=scales)
         style, content_term = style_loss(stylized), lpips_alex(stylized, content)
     temporal = (stylized - prev).abs()[..., SIZE[1] // 2 :].mean(dim=(1, 2, 3))
     torch.testing.assert_close(terms.style, style)
@@ -71,6 +72,8 @@ def test_total_combines_weights_and_scales_as_documented(components, clip, style
     expected = -(3.0 * style / 4.0 + 2.0 * content_term / 0.5 + 5.0 * temporal / 0.1)
     torch.testing.assert_close(terms.total, expected)
     assert terms.total.shape == (2,) and (terms.total < 0).all()
+    torch.testing.assert_close(combined_reward(weights, scales, style, content_term, temporal), expected)
+    torch.testing.assert_close(reward.rescored(reward(stylized, content, prev, mask), scales).total, expected)
     # The defaults are Kuang & Chen's 10 / 1 / 10 on unit scales.
     assert RewardWeights() == RewardWeights(style=10.0, content=1.0, temporal=10.0)
     with torch.no_grad():
@@ -123,9 +126,8 @@ def test_scales_from_baseline_make_each_term_about_one(components, clip, style_i
     scales = RewardScales.from_terms(rest)
     for name in ("style", "content", "temporal"):
         assert math.isclose(getattr(scales, name), getattr(rest, name).mean().item(), rel_tol=1e-6)
-    reward.scales = scales
     with torch.no_grad():
-        normalised = reward(baseline[1:], clip[1:], baseline[:-1])
+        normalised = reward(baseline[1:], clip[1:], baseline[:-1], scales=scales)
     assert math.isclose(normalised.total.mean().item(), -(10 + 1 + 10), rel_tol=1e-5)
     # Several RewardTerms are concatenated; the first frame's zero temporal term dilutes T.
     both = RewardScales.from_terms([first, rest])

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from baselines.rlministyler.agent import AgentConfig, MiniStylerAgent
-from baselines.rlministyler.inference import load_model, step_losses, stylize_frames
+from baselines.rlministyler.inference import load_model, step_losses, stylize_frames, training_settings
 from baselines.rlministyler.losses import MiniStylerObjective, UncertaintyWeights, contrastive_loss
-from baselines.rlministyler.models import LOGIT_EPS, RLMiniStyler, RLMiniStylerConfig, StyleCode, TwinCritic
+from baselines.rlministyler.models import LOGIT_EPS, QNetwork, RLMiniStyler, RLMiniStylerConfig, StyleCode
 from baselines.rlministyler.train import HELD_OUT_STYLES, TrainConfig, default_styles, train
+from baselines.rlnst.inference import load_model as load_rlnst_model
 from baselines.rlnst.models import count_parameters
 from pipeline.io.images import load_image
 
@@ -59,7 +60,7 @@ def test_parameter_count_matches_the_paper() -> None:
     model = RLMiniStyler()
     total = count_parameters(model)
     print(f"RLMiniStyler parameters: {total:,} (actor {count_parameters(model.actor):,}, "
-          f"builder {count_parameters(model.builder):,}; critic {count_parameters(TwinCritic().q1):,} each)")
+          f"builder {count_parameters(model.builder):,}; critic {count_parameters(QNetwork()):,} each)")
     assert 360_000 < total < 380_000, total  # the paper: 0.37 M
 
 
@@ -181,9 +182,13 @@ def test_training_writes_checkpoints_log_curves_and_resumes(trained_run, photos,
     assert result.curves_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(Path(config.out_dir).glob(".*tmp*")), "no temporary files left behind"
     held_out = load_image(data_dir / "styles" / HELD_OUT_STYLES[0])
-    loaded = load_model(result.model_path)
-    assert torch.allclose(stylize_frames(loaded, photos, held_out, 2),
-                          stylize_frames(result.model, photos, held_out, 2), atol=1e-6)
+    loaded = load_model(config.out_dir)  # the run folder resolves to its model/
+    assert torch.equal(stylize_frames(loaded, photos, held_out, 2), stylize_frames(result.model, photos, held_out, 2))
+    assert training_settings(result.model_path) == {
+        "styles": [str(data_dir / "styles" / name) for name in TRAIN_STYLES], "held_out_styles": list(HELD_OUT_STYLES),
+        "size": 64, "episode_steps": 5, "updates": 40}
+    with pytest.raises(ValueError, match="holds a 'rlministyler-model-v3' model of kind 'rlministyler'"):
+        load_rlnst_model(result.model_path)
     with pytest.raises(FileExistsError, match="resume"):
         train(config, log=None)
     config.updates = 41

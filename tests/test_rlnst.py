@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.rlnst.agent import AgentConfig
+from baselines.rlministyler.models import RLMiniStyler
+from baselines.rlnst.agent import AgentConfig, RLNSTAgent
 from baselines.rlnst.data import ContentFrames
-from baselines.rlnst.inference import StepwiseStylizer, load_model, stylize_frames
+from baselines.rlnst.inference import StepwiseStylizer, load_model, stylize_frames, training_settings
 from baselines.rlnst.losses import RLNSTObjective
-from baselines.rlnst.models import RLNST, RLNSTConfig, TwinCritic, count_parameters
+from baselines.rlnst.models import RLNST, Critic, RLNSTConfig, count_parameters
 from baselines.rlnst.regularization import (
     CompoundRegularizationConfig,
     compound_regularization,
@@ -22,6 +24,8 @@ from baselines.rlnst.regularization import (
 )
 from baselines.rlnst.train import TrainConfig, train
 from pipeline.io.images import load_image
+from pipeline.io.run_files import read_csv
+from policies.sac_core import TwinCritic
 from rewards.style import GramStyleLoss, perceptual_loss
 from scripts.train_rlnst import build_parser, main
 
@@ -47,7 +51,7 @@ def test_step_shapes_and_action_size(video: bool, size: tuple[int, int]) -> None
         assert again.image.shape == state.shape
     else:
         assert out.hidden.step is None and out.hidden.frame is None
-    q1, q2 = TwinCritic()(state, out.action)
+    q1, q2 = TwinCritic(Critic)(state, out.action)
     assert q1.shape == q2.shape == (2,)
 
 
@@ -206,11 +210,17 @@ def test_training_writes_checkpoints_log_curves_and_resumes(trained_image_run) -
     assert all(float(r["style"]) > 0 and r["critic_loss"] and r["alpha"] for r in rows)
     assert result.curves_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(Path(config.out_dir).glob(".*tmp*")), "no temporary files left behind"
+    folder = Path(config.out_dir)
+    assert result.model_path == folder / "model" and result.checkpoint_path == folder / "checkpoint.pt"
     loaded = load_model(result.model_path)
     frames = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(stylize_frames(loaded, frames, 3), stylize_frames(result.model, frames, 3))
-    assert not load_model(result.trainer_path).is_video
+        assert torch.equal(stylize_frames(loaded, frames, 3), stylize_frames(result.model, frames, 3))
+    assert not load_model(folder).is_video  # the run folder resolves to its model/
+    assert training_settings(folder) == {"mode": "image", "style": str(config.style), "size": 64,
+                                         "episode_steps": 10, "updates": 60}
+    with pytest.raises(ValueError, match="not a 'rlministyler-model-v3' one"):
+        RLMiniStyler.from_pretrained(folder)
 
     with pytest.raises(FileExistsError, match="resume"):
         train(config, log=None)
@@ -262,13 +272,46 @@ def test_same_seed_gives_the_same_model(tmp_path: Path, data_dir: Path) -> None:
     assert not torch.equal(first.model.stylizer.out.conv.weight, initial.stylizer.out.conv.weight)
 
 
-def test_non_finite_loss_stops_training_with_a_clear_message(tmp_path: Path, data_dir: Path) -> None:
-    config = _tiny_config(data_dir, tmp_path, agent=AgentConfig(content_weight=float("nan")))
-    with pytest.raises(FloatingPointError, match="diverged at update 1: non-finite style-learning loss"):
-        train(config, log=None)
-    config = _tiny_config(data_dir, tmp_path / "reward", agent=AgentConfig(style_weight=float("nan")))
-    with pytest.raises(FloatingPointError, match="non-finite reward"):
-        train(config, log=None)
+def test_resume_continues_exactly_as_the_uninterrupted_run(tmp_path: Path, data_dir: Path) -> None:
+    """4 updates straight, or 2 (one 2-step episode, so the run stops at an episode end) then 2 more resumed:
+    the same weights and the same log rows (but the times)."""
+    straight = train(_tiny_config(data_dir, tmp_path / "straight", updates=4), log=None)
+    first = _tiny_config(data_dir, tmp_path / "resumed", updates=2)
+    train(first, log=None)
+    first.updates = 4
+    resumed = train(first, resume=True, log=None)
+    assert resumed.progress.updates == 4 and resumed.progress.env_steps == straight.progress.env_steps
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    untimed = [[{k: v for k, v in row.items() if k != "elapsed_s"} for row in read_csv(result.log_path)]
+               for result in (straight, resumed)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 4
+
+
+def test_resume_refuses_a_corrupt_or_foreign_checkpoint(tmp_path: Path, data_dir: Path) -> None:
+    config = _tiny_config(data_dir, tmp_path, updates=1)
+    result = train(config, log=None)
+    with pytest.raises(ValueError, match="settings differ from the run's config.json: mode"):
+        train(_tiny_config(data_dir, tmp_path, mode="video", updates=2), resume=True, log=None)
+    checkpoint = result.checkpoint_path.read_bytes()
+    result.checkpoint_path.write_bytes(checkpoint[: len(checkpoint) // 2])
+    with pytest.raises(ValueError, match="checkpoint.pt is corrupt or not a checkpoint"):
+        train(config, resume=True, log=None)
+    torch.save({"format": "rlministyler-trainer-v3"}, result.checkpoint_path)
+    with pytest.raises(ValueError, match="is a 'rlministyler-trainer-v3' checkpoint, not a 'rlnst-trainer-v2' one"):
+        train(config, resume=True, log=None)
+    with pytest.raises(FileNotFoundError, match="cannot resume: .*checkpoint.pt does not exist"):
+        train(_tiny_config(data_dir, tmp_path / "fresh"), resume=True, log=None)
+
+
+def test_non_finite_loss_stops_training_with_a_clear_message(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    with monkeypatch.context() as patch:  # a NaN total variation makes the style-learning loss NaN
+        patch.setattr("baselines.rlnst.losses.total_variation", lambda images: torch.full(images.shape[:1], math.nan))
+        with pytest.raises(FloatingPointError, match="diverged at update 1: non-finite style-learning loss"):
+            train(_tiny_config(data_dir, tmp_path), log=None)
+    monkeypatch.setattr(RLNSTAgent, "reward", lambda self, images: torch.full(images.shape[:1], math.nan))
+    with pytest.raises(FloatingPointError, match="diverged at update 1: non-finite reward .*no checkpoint was written"):
+        train(_tiny_config(data_dir, tmp_path / "reward"), log=None)
 
 
 def test_training_script_parses_its_options_and_reports_bad_input(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.codecs import load_codec
 from pipeline.io.images import load_image, resize_to_width, save_image
+from pipeline.io.run_files import RunFolder
 from pipeline.latents.stylizers import build_stylizer
 from pipeline.io.video import read_video
 from policies.base import load_policy, make_algorithm
@@ -185,15 +186,17 @@ def test_checkpoint_and_policy_round_trip(transitions, tmp_path: Path) -> None:
     learner = agent(init_gate=0.3)
     learner.update(transitions)
     obs = transitions["obs"]
-    loaded = load_policy(learner.policy.save(tmp_path / "policy_last.safetensors").parent)
+    learner.policy.save_pretrained(tmp_path / "model")
+    loaded = load_policy(tmp_path)  # the run folder: its model/
     assert isinstance(loaded, SACPolicy) and loaded.config == learner.policy.config
     expected = learner.policy.act(obs)
     assert expected.abs().max() > 0 and torch.equal(loaded.act(obs), expected)
 
-    torch.save({"algorithm": learner.state_dict()}, tmp_path / "last.pt")
+    run = RunFolder(tmp_path, "sac-test")
+    run.save_checkpoint({"algorithm": learner.state_dict()})
     torch.manual_seed(123)  # a differently initialised learner
     resumed = agent(init_gate=0.3)
-    resumed.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=False)["algorithm"])
+    resumed.load_state_dict(run.load_checkpoint(weights_only=False)["algorithm"])
     assert (resumed.updates, resumed.transitions) == (1, 0)
     for name in ("policy", "critic", "critic_target", "temperature"):
         assert torch.equal(flat(getattr(learner, name)), flat(getattr(resumed, name))), name
@@ -219,17 +222,16 @@ def test_train_policy_script_with_sac(setup) -> None:
     from scripts.train_policy import main
 
     root, out = setup["root"], setup["root"] / "run"
-    options = ["warmup=1", "batch_size=2", "hidden=8", "critic_hidden=8", "plan_channels=2",
-               "style_learning=false", "init_gate=0.05"]
     summary = main([
         "--style", str(root / "style.png"), "--videos", str(root / "videos"), "--out", str(out), "--algo", "sac",
         "--size", str(WIDTH), "--max-frames", str(FRAMES), "--epochs", "1", "--eval-every", "0", "--device", "cpu",
-        "--cache-dir", str(root / "cache"), *[arg for option in options for arg in ("--option", option)],
+        "--cache-dir", str(root / "cache"), "--sac-warmup", "1", "--sac-batch-size", "2", "--sac-hidden", "8",
+        "--sac-critic-hidden", "8", "--sac-plan-channels", "2", "--no-sac-style-learning", "--sac-init-gate", "0.05",
     ])
     assert summary["epoch"] == 1 and math.isfinite(summary["train_critic_loss"])
-    assert (out / "last.pt").is_file()
+    assert (out / "checkpoint.pt").is_file()
     policy = load_policy(out)
     assert isinstance(policy, SACPolicy) and policy.config.hidden == 8
     assert policy.decoder.gate.item() == pytest.approx(0.05)
-    checkpoint = torch.load(out / "last.pt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
     assert checkpoint["algorithm"]["transitions"] == FRAMES

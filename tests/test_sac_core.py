@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from policies.sac_core import EntropyTemperature, ReplayBuffer, polyak_update, twin_q_target
+from policies.sac_core import EntropyTemperature, ReplayBuffer, TwinCritic, polyak_update, twin_q_target
 
 
 def test_polyak_update_moves_target_by_tau_and_copies_buffers() -> None:
@@ -111,3 +111,20 @@ def test_twin_q_target_uses_the_smaller_q_and_the_entropy_bonus() -> None:
     assert torch.allclose(target, torch.tensor([1.0 + 0.9 * (4.0 + 1.0), 1.0]))
     with pytest.raises(ValueError, match="one shape"):
         twin_q_target(reward, done, q1, q2, log_prob[:1], alpha=0.5, gamma=0.9)
+
+
+def test_twin_critic_builds_two_independent_critics_from_its_factory() -> None:
+    class Bilinear(nn.Module):  # Q(s, a) = <W s, a>
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(3, 2))
+
+        def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+            return ((state @ self.weight) * action).sum(dim=1)
+
+    twin = TwinCritic(Bilinear)
+    state, action = torch.randn(4, 3), torch.randn(4, 2)
+    q1, q2 = twin(state, action)
+    assert torch.equal(q1, twin.q1(state, action)) and torch.equal(q2, twin.q2(state, action)) and q1.shape == (4,)
+    assert not torch.equal(q1, q2), "the two critics are initialised independently"
+    assert set(twin.state_dict()) == {"q1.weight", "q2.weight"}

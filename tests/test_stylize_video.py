@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -103,22 +105,22 @@ def test_bad_inputs_fail_clearly_from_the_command_line(tmp_path, paths, problem)
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_pixel_space_methods_stream_a_video_and_check_the_model_kind(tmp_path, paths):
-    from baselines.rlministyler.inference import save_model as save_ministyler
+def test_pixel_space_methods_stream_a_video_from_the_registry(tmp_path, paths):
     from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
-    from baselines.rlnst.inference import save_model as save_rlnst
     from baselines.rlnst.models import RLNST, RLNSTConfig
 
-    image_model = save_rlnst(RLNST(RLNSTConfig(video=False, channels=(8, 8, 8))), tmp_path / "rlnst.pt")
-    video_model = save_rlnst(RLNST(RLNSTConfig(video=True, channels=(8, 8, 8))), tmp_path / "rlnst_video.pt")
-    ministyler = save_ministyler(RLMiniStyler(RLMiniStylerConfig()), tmp_path / "ministyler.pt")
+    trained = dict(style=str(paths["starry"]), styles=[str(paths["starry"])], size=64, episode_steps=2, updates=0)
+    image_model = RLNST(RLNSTConfig(video=False, channels=(8, 8, 8))).save_pretrained(tmp_path / "rlnst", training=trained)
+    video_model = RLNST(RLNSTConfig(video=True, channels=(8, 8, 8))).save_pretrained(tmp_path / "rlnst_video",
+                                                                                      training=trained)
+    ministyler = RLMiniStyler(RLMiniStylerConfig()).save_pretrained(tmp_path / "ministyler", training=trained)
     common = ["--video", paths["alley"], "--style", paths["starry"], "--size", "64", "--max-frames", "3", "--rl-steps", "2"]
-    for method, checkpoint in [("rlnst-image", image_model), ("rlnst-video", video_model), ("rlministyler", ministyler)]:
-        out = tmp_path / f"{method}.mp4"
-        run([*common, "--method", method, "--checkpoint", checkpoint, "--out", out], tmp_path)
+    for method, checkpoint in [("rlnst", image_model), ("rlnst", video_model), ("rlministyler", ministyler)]:
+        out = tmp_path / f"{Path(checkpoint).stem}.mp4"
+        run([*common, "--method", method, "--source", checkpoint, "--out", out], tmp_path)
         info = video_info(out)
         assert info.num_frames == 3 and info.width == 64
-    with pytest.raises(ValueError, match="use --method rlnst-image"):
-        run([*common, "--method", "rlnst-video", "--checkpoint", image_model, "--out", tmp_path / "x.mp4"], tmp_path)
-    with pytest.raises(ValueError, match="needs --checkpoint"):
-        run([*common, "--method", "rlnst-image", "--out", tmp_path / "y.mp4"], tmp_path)
+    with pytest.raises(ValueError, match="needs a source"):
+        run([*common, "--method", "rlnst", "--out", tmp_path / "y.mp4"], tmp_path)
+    with pytest.raises(ValueError, match="--policy RUN is --method policy"):
+        run([*common, "--method", "rlnst", "--policy", video_model, "--out", tmp_path / "z.mp4"], tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from policies.train import TrainConfig, Trainer, train
-from scripts.train_policy import main, parse_args
+from scripts.train_policy import main, parse_args, train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,7 +65,9 @@ def test_help_explains_each_option(capsys):
     ([], "the following arguments are required: --style"),
     (["--style", "s.jpg", "--algo", "ppo"], "invalid choice: 'ppo'"),
     (["--style", "s.jpg", "--obs", "optical"], "invalid choice: 'optical'"),
-    (["--style", "s.jpg", "--weights", "1,2"], "three comma-separated numbers"),
+    (["--style", "s.jpg", "--weights", "1", "2"], "argument --weights: expected 3 arguments"),
+    (["--style", "s.jpg", "--reinforce-accumulate", "2.5"], "argument --reinforce-accumulate: invalid int value: '2.5'"),
+    (["--style", "s.jpg", "--reinforce-head", "mlp"], "argument --reinforce-head: invalid choice: 'mlp'"),
 ])
 def test_bad_arguments_are_refused_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -86,8 +89,8 @@ def test_bad_inputs_fail_fast_with_clear_messages(data_dir, videos, tmp_path):
         main(["--style", style, "--videos", str(data_dir / "videos/test"), *out])
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         main(["--style", style, "--videos", str(videos), "--resume", *out])
-    with pytest.raises(ValueError, match="--option expects KEY=VALUE"):
-        main(["--style", style, "--videos", str(videos), "--option", "lr", *out])
+    with pytest.raises(ValueError, match=r"init_alpha must be in \(0,1\)"):
+        main(["--style", style, "--videos", str(videos), "--reinforce-init-alpha", "1.5", *out])
     if not (REPO / "policies/sac.py").exists():
         with pytest.raises(ValueError, match="algorithm 'sac' is not available"):
             main(["--style", style, "--videos", str(videos), "--algo", "sac", *out])
@@ -107,8 +110,8 @@ def test_training_run_interruption_and_resume(data_dir, videos, cache_dir, tmp_p
     straight = train(config(data_dir, videos, cache_dir, tmp_path / "straight"))
     folder = tmp_path / "straight"
     assert straight["epoch"] == 2 and straight["replicas_identical"] is True
-    for name in ("config.json", "last.pt", "policy_last.safetensors", "policy_best.safetensors",
-                 "episodes.csv", "epochs.csv", "curves.png"):
+    for name in ("config.json", "checkpoint.pt", "model/config.json", "model/model.safetensors", "best/config.json",
+                 "best/model.safetensors", "episodes.csv", "epochs.csv", "curves.png"):
         assert (folder / name).is_file(), name
     assert not list(folder.glob(".*tmp*"))
     episodes = read_csv(folder / "episodes.csv")
@@ -131,19 +134,23 @@ def test_training_run_interruption_and_resume(data_dir, videos, cache_dir, tmp_p
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     resumed_folder = tmp_path / "resumed"
-    assert torch.load(resumed_folder / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(resumed_folder / "checkpoint.pt", weights_only=False)["epoch"] == 1
     assert [int(r["epoch"]) for r in read_csv(resumed_folder / "epochs.csv")] == [1]
 
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(config(data_dir, videos, cache_dir, resumed_folder))
     with pytest.raises(ValueError, match="settings differ.*obs"):
         Trainer(config(data_dir, videos, cache_dir, resumed_folder, obs="pair"), resume=True)
+    corrupt = shutil.copytree(resumed_folder, tmp_path / "corrupt")
+    (corrupt / "checkpoint.pt").write_bytes((corrupt / "checkpoint.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="checkpoint.pt is corrupt or not a checkpoint"):
+        Trainer(config(data_dir, videos, cache_dir, corrupt), resume=True)
 
     resumed = train(config(data_dir, videos, cache_dir, resumed_folder), resume=True)
     assert resumed["epoch"] == 2
     assert [int(r["episode"]) for r in read_csv(resumed_folder / "episodes.csv")] == [0, 1, 2, 3]
-    a = load_file(folder / "policy_last.safetensors")
-    b = load_file(resumed_folder / "policy_last.safetensors")
+    a = load_file(folder / "model" / "model.safetensors")
+    b = load_file(resumed_folder / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # continued exactly where the uninterrupted run went
     assert float(read_csv(resumed_folder / "epochs.csv")[1]["train_advantage"]) == pytest.approx(straight["train_advantage"])
 
@@ -159,7 +166,7 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(data_dir, videos
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "scripts/train_policy.py", "--style", str(data_dir / "styles/starry_night.jpg"), "--videos", str(videos),
-        "--out", str(out), "--epochs", "1", "--cache-dir", cache_dir, "--option", "lr=1e-3", "--device", "cpu", *FAST,
+        "--out", str(out), "--epochs", "1", "--cache-dir", cache_dir, "--reinforce-lr", "1e-3", "--device", "cpu", *FAST,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
@@ -169,11 +176,17 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(data_dir, videos
     assert sorted(r["rank"] for r in read_csv(out / "episodes.csv")) == ["0", "1"]  # each process its own window
 
 
-def test_recommended_options_are_defaults_that_options_override(data_dir, videos, cache_dir, tmp_path):
-    default = config(data_dir, videos, cache_dir, tmp_path / "a", algo_options={})
-    assert default.algo_options == {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "scalar_lr": 1e-3}
-    residual = config(data_dir, videos, cache_dir, tmp_path / "b", algo_options={"head": "residual", "flow_warp": "latent"})
-    assert residual.algo_options["head"] == "residual" and residual.algo_options["flow_warp"] == "latent"
-    assert config(data_dir, videos, cache_dir, tmp_path / "c", obs="pair").algo_options == {"lr": 1e-3, "scalar_lr": 1e-2}
+def test_algorithm_flags_become_the_saved_algo_options(tmp_path):
+    args = parse_args(["--style", "s.jpg", "--out", str(tmp_path), "--reinforce-head", "residual",
+                       "--reinforce-flow-warp", "latent", "--no-reinforce-input-skip", "--sac-lr", "1.0"])
+    options = train_config(args).algo_options
+    assert options["head"] == "residual" and options["flow_warp"] == "latent" and options["input_skip"] is False
+    assert options["lr"] == 1e-4 and "critic_lr" not in options  # the --sac-* flags apply with --algo sac only
+    sac = train_config(parse_args(["--style", "s.jpg", "--algo", "sac", "--sac-lr", "1.0"])).algo_options
+    assert sac["lr"] == 1.0 and sac["critic_lr"] == 3e-4 and "head" not in sac
+    assert json.loads(json.dumps(options)) == options  # config.json holds them as they are
+
+
+def test_bad_precision_is_refused(data_dir, videos, cache_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown precision"):
         config(data_dir, videos, cache_dir, tmp_path / "d", precision="half")

@@ -155,7 +155,7 @@ def test_error_mid_write_leaves_nothing_and_keeps_existing_file(small_frames, tm
 def test_existing_file_needs_overwrite(small_frames, tmp_path):
     path = tmp_path / "out.mp4"
     write_video(path, small_frames[:1], 24)
-    with pytest.raises(FileExistsError, match=r"out\.mp4.*overwrite=True"):
+    with pytest.raises(FileExistsError, match=r"out\.mp4.*--overwrite"):
         write_video(path, small_frames, 24)
     write_video(path, small_frames, 24, overwrite=True)
     assert video_info(path).num_frames == 4

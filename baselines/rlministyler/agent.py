@@ -49,9 +49,10 @@ from baselines.rlministyler.losses import (
     UncertaintyWeights,
     contrastive_loss,
 )
-from baselines.rlministyler.models import RLMiniStyler, TwinCritic
+from baselines.rlministyler.models import QNetwork, RLMiniStyler
 from policies.sac_core import (
     EntropyTemperature,
+    TwinCritic,
     load_state_dicts,
     polyak_update,
     state_dicts,
@@ -95,7 +96,7 @@ class MiniStylerAgent:
         self.config = cfg = config or AgentConfig()
         self.model = model
         self.objective = objective
-        self.critic = TwinCritic(model.config)
+        self.critic = TwinCritic(lambda: QNetwork(model.config))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = EntropyTemperature(cfg.target_entropy, cfg.init_alpha)
         self.loss_weights = UncertaintyWeights()

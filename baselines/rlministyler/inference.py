@@ -8,47 +8,39 @@ shorter side equals the frames' shorter side, the scale relation of training
 (content and style crops of the same size, each taken after resizing the
 image's shorter side to that size). Actions are the Gaussian means unless
 ``deterministic=False``.
+
+A trained model is a model folder (``pipeline.io.pretrained``) written by
+``baselines.rlministyler.train`` as its run folder's ``model/``; ``load_model``
+and ``training_settings`` take that folder or the run folder.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from baselines.rlministyler.losses import MiniStylerObjective
-from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
+from baselines.rlministyler.models import RLMiniStyler
 
-# RL-NST's padding helper (private there; the same rule applies: multiples of 4, at least 8 px).
+# RL-NST's padding helper (the same rule applies: multiples of 4, at least 8 px).
 from baselines.rlnst.inference import pad_to_multiple
-from pipeline.io.run_files import (
-    config_from_dict,
-    load_model_checkpoint,
-    save_model_checkpoint,
-)
-
-FORMATS = ("rlministyler-model-v2", "rlministyler-trainer-v2")  # v2: residual steps in the model config
+from pipeline.io.pretrained import saved_training_settings
 
 
-def save_model(model: RLMiniStyler, path: str | os.PathLike, **training_info) -> Path:
-    """Write ``model`` as a ``model.pt`` (format ``FORMATS[0]``) that ``load_model`` reads, atomically.
-
-    ``training_info``: how the model was trained, stored beside the weights (``baselines.rlministyler.train``
-    stores styles, held_out_styles, size, episode_steps and updates).
-    """
-    return save_model_checkpoint(model, path, FORMATS[0], **training_info)
+def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") -> RLMiniStyler:
+    """The RLMiniStyler model (eval mode, on ``device``) of a model folder or a run folder of
+    ``baselines.rlministyler.train``."""
+    return RLMiniStyler.from_pretrained(source, device)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RLMiniStyler:
-    """An RLMiniStyler model (eval mode) from ``model.pt`` or ``trainer.pt`` of ``baselines.rlministyler.train``."""
-    raw, state = load_model_checkpoint(path, FORMATS, "RLMiniStyler", "baselines.rlministyler.train", device,
-                                       weights_only=False)
-    model = RLMiniStyler(config_from_dict(RLMiniStylerConfig, raw)).to(device)
-    model.load_state_dict(state)
-    return model.eval()
+def training_settings(source: str | os.PathLike) -> dict[str, Any]:
+    """How the model of ``source`` (model or run folder) was trained: ``styles`` (paths of the training style
+    images), ``held_out_styles`` (names), ``size``, ``episode_steps`` (refinement steps per episode), ``updates``."""
+    return saved_training_settings(source, RLMiniStyler.pretrained_format)
 
 
 def resize_style(style_image: Tensor, shorter_side: int) -> Tensor:

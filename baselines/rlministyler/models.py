@@ -1,4 +1,5 @@
-"""RLMiniStyler networks: the unified actor, the builder and the twin critic.
+"""RLMiniStyler networks: the unified actor, the builder and the critic
+(``QNetwork``, one of the pair in ``policies.sac_core.TwinCritic``).
 
 Feng et al., "Light-weight RL Style Agent for Arbitrary Sequential Neural
 Style Generation" (IJCAI 2025); layers as in the public code
@@ -74,11 +75,13 @@ passes exp() of it to ``Normal`` as the scale).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pipeline.io.pretrained import PretrainedMixin
 
 EPS = 1e-5
 MIN_SIZE = 8
@@ -342,8 +345,13 @@ def _check_code(code: StyleCode, batch: int) -> None:
         raise ValueError(f"the style code holds {n} styles for {batch} moving images; give 1 or {batch}")
 
 
-class RLMiniStyler(nn.Module):
-    """Actor + builder (what inference needs). ``step(moving, code)`` performs one refinement step."""
+class RLMiniStyler(PretrainedMixin, nn.Module):
+    """Actor + builder (what inference needs). ``step(moving, code)`` performs one refinement step.
+    ``save_pretrained(folder)`` / ``RLMiniStyler.from_pretrained(folder)``: a model folder (``pipeline.io.pretrained``)."""
+
+    pretrained_format: ClassVar[str] = "rlministyler-model-v3"
+    kind: ClassVar[str] = "rlministyler"
+    config_class: ClassVar[type] = RLMiniStylerConfig
 
     def __init__(self, config: RLMiniStylerConfig | None = None) -> None:
         super().__init__()
@@ -415,15 +423,3 @@ class QNetwork(nn.Module):
         if action.shape != x.shape:
             raise ValueError(f"action must be (N,C,H/4,W/4) = {tuple(x.shape)}, got {tuple(action.shape)}")
         return self.mix(torch.cat([x, action], dim=1)).mean(dim=(1, 2, 3))
-
-
-class TwinCritic(nn.Module):
-    """Two independent Q networks (clipped double-Q): ``forward(moving, action) -> (q1, q2)``, each (N,)."""
-
-    def __init__(self, config: RLMiniStylerConfig | None = None) -> None:
-        super().__init__()
-        self.q1 = QNetwork(config)
-        self.q2 = QNetwork(config)
-
-    def forward(self, moving: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        return self.q1(moving, action), self.q2(moving, action)

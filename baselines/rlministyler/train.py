@@ -30,28 +30,25 @@ The steps shrink as training goes on (content term per step 0.7 at update 50,
 0.14 at 400, while the uncertainty weights move from 0.5 each to content 0.72,
 style 0.34). The paper's quality needs far more updates (a GPU).
 
-Outputs in ``out_dir``: ``model.pt`` (what inference needs), ``trainer.pt``
-(everything, for ``resume``), ``log.csv`` (one row per ``log_every``
-updates) and ``curves.png``; all written atomically. Resuming continues from
-``trainer.pt`` with a fresh episode; log rows after its update count are
-dropped. A non-finite loss stops training with ``FloatingPointError``.
+The loop, the run folder in ``out_dir`` (``model/`` for inference,
+``checkpoint.pt`` for ``resume``, ``config.json``, ``log.csv``,
+``curves.png``) and resuming are those of ``baselines.training``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from baselines.rlministyler.agent import AgentConfig, MiniStylerAgent
-from baselines.rlministyler.inference import FORMATS, save_model, step_losses
+from baselines.rlministyler.inference import step_losses
 from baselines.rlministyler.losses import MiniStylerObjective
 from baselines.rlministyler.models import RLMiniStyler, RLMiniStylerConfig
 from baselines.rlnst.data import (
@@ -60,17 +57,9 @@ from baselines.rlnst.data import (
     default_photos,
     expand_images,
 )
-from baselines.training import (
-    Progress,
-    RunFiles,
-    json_friendly,
-    restore_trainer,
-    rows_until,
-    trainer_checkpoint,
-)
-from pipeline.io.files import atomic_output, save_torch_atomic, shared_data_dir
+from baselines.training import ReplayTrainer, TrainResult, json_friendly
+from pipeline.io.files import shared_data_dir, write_json
 from pipeline.io.images import load_image
-from pipeline.io.run_files import plot_curves, write_csv
 from policies.sac_core import ReplayBuffer
 
 HELD_OUT_STYLES: tuple[str, ...] = ("woman_with_hat_matisse.jpg",)
@@ -140,19 +129,8 @@ class TrainConfig:
             raise ValueError("no style images to train on")
 
     def summary(self) -> dict:
-        """JSON-friendly dict of the settings (stored in checkpoints)."""
+        """JSON-friendly dict of the settings (the run folder's config.json)."""
         return json_friendly(dataclasses.asdict(self))
-
-
-@dataclass
-class TrainResult:
-    model: RLMiniStyler
-    agent: MiniStylerAgent
-    progress: Progress
-    model_path: Path
-    trainer_path: Path
-    log_path: Path
-    curves_path: Path
 
 
 def held_out_step_losses(model: RLMiniStyler, size: int, out_dir: Path | None = None) -> dict[str, dict]:
@@ -164,116 +142,58 @@ def held_out_step_losses(model: RLMiniStyler, size: int, out_dir: Path | None = 
     styles = shared_data_dir() / "styles"
     report = {name: step_losses(model, photos.to(device), load_image(styles / name)) for name in HELD_OUT_STYLES}
     if out_dir is not None:
-        with atomic_output(Path(out_dir) / "steps.json", ".json") as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+        write_json(Path(out_dir) / "steps.json", report)
     return report
 
 
-def training_info(config: TrainConfig, progress: Progress) -> dict:
-    """How the model was trained, stored in ``model.pt`` beside the weights (see ``inference.save_model``)."""
-    return {
-        "styles": [str(p) for p in config.styles],
-        "held_out_styles": [name for name in HELD_OUT_STYLES if name not in {Path(p).name for p in config.styles}],
-        "size": config.size,
-        "episode_steps": config.episode_steps,
-        "updates": progress.updates,
-    }
+class MiniStylerTrainer(ReplayTrainer):
+    """Episodes of RLMiniStyler: a content crop refined under the code of a random style crop."""
 
+    name = "RLMiniStyler"
+    checkpoint_format = "rlministyler-trainer-v3"
+    log_columns = LOG_COLUMNS
+    curves = CURVES
+    resume_keys = ("size", "buffer_capacity", "styles", "model")
+    progress_columns = (("content", "content"), ("style", "style"), ("contrast", "contrastive"), ("reward", "reward"))
+    divergence_hint = "a lower --lr"
 
-def _check_resumable(saved: dict, config: TrainConfig) -> None:
-    old, new = saved["config"], config.summary()
-    for key in ("size", "buffer_capacity", "styles", "model"):
-        if old[key] != new[key]:
-            raise ValueError(f"cannot resume: the checkpoint was trained with {key}={old[key]!r}, now {new[key]!r}")
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        super().__init__(config, resume)
+        cfg = config
+        self.content = ContentFrames(cfg.clips, cfg.photos, cfg.size, cfg.max_frames, self.data_generator)
+        self.styles = [ContentFrames([], [path], cfg.size, generator=self.data_generator) for path in cfg.styles]
+        self.model = RLMiniStyler(cfg.model)
+        self.agent = MiniStylerAgent(self.model, MiniStylerObjective(), cfg.agent).to(cfg.device)
+        self.buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 1, device="cpu")
 
+    def collect_episode(self) -> Iterator[dict[str, Tensor]]:
+        style_id = int(torch.randint(len(self.styles), (1,), generator=self.data_generator))
+        style = self.styles[style_id].sample_image().to(self.device)
+        state = self.content.sample_image().to(self.device)
+        with torch.no_grad():
+            code = self.model.style_code(style)
+            style_features = self.agent.objective.features(style)
+        for _ in range(self.config.episode_steps):
+            with torch.no_grad():
+                out = self.model.step(state, code)
+                reward = self.agent.reward(out.image, style_features)
+            yield dict(state=state.half(), style=style.half(), style_id=torch.tensor([style_id]),
+                       action=out.action.half(), reward=reward, next_state=out.image.half(),
+                       done=torch.zeros(1, device=self.device))
+            state = out.image
 
-def _finite_or_raise(logs: dict[str, float], where: str, trainer: Path) -> None:
-    bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(
-            f"RLMiniStyler training diverged {where}: non-finite {bad}; "
-            f"the last good checkpoint is {trainer} (resume with a lower --lr)"
-        )
+    def training_settings(self) -> dict[str, Any]:
+        """What ``inference.training_settings`` reads back: styles, held_out_styles, size, episode_steps, updates."""
+        cfg = self.config
+        return {
+            "styles": [str(p) for p in cfg.styles],
+            "held_out_styles": [name for name in HELD_OUT_STYLES if name not in {Path(p).name for p in cfg.styles}],
+            "size": cfg.size,
+            "episode_steps": cfg.episode_steps,
+            "updates": self.progress.updates,
+        }
 
 
 def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = print) -> TrainResult:
-    """Train an RLMiniStyler model per ``config``; ``resume`` continues from ``out_dir/trainer.pt``."""
-    log = log or (lambda _: None)
-    cfg = config
-    files = RunFiles(Path(cfg.out_dir))
-    files.prepare(resume)
-
-    torch.manual_seed(cfg.seed)
-    data_generator = torch.Generator().manual_seed(cfg.seed)
-    content = ContentFrames(cfg.clips, cfg.photos, cfg.size, cfg.max_frames, data_generator)
-    styles = [ContentFrames([], [path], cfg.size, generator=data_generator) for path in cfg.styles]
-    model = RLMiniStyler(cfg.model)
-    agent = MiniStylerAgent(model, MiniStylerObjective(), cfg.agent).to(cfg.device)
-    buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 1, device="cpu")
-    progress = Progress()
-    rows: list[dict] = []
-    if resume:
-        saved = torch.load(files.trainer, map_location=cfg.device, weights_only=False)
-        _check_resumable(saved, cfg)
-        progress = restore_trainer(saved, agent, buffer, data_generator)
-        rows = rows_until(files.log, progress.updates)
-        log(f"resumed from {files.trainer} at update {progress.updates}")
-
-    def save() -> None:
-        save_model(model, files.model, **training_info(cfg, progress))
-        save_torch_atomic(
-            trainer_checkpoint(FORMATS[1], cfg.summary(), agent, buffer, progress, data_generator), files.trainer
-        )
-        write_csv(rows, files.log, columns=LOG_COLUMNS)
-        plot_curves(rows, files.curves, CURVES, x_key="update")
-
-    device = torch.device(cfg.device)
-    pending: list[dict[str, float]] = []
-    rewards: list[float] = []
-    started = time.perf_counter() - progress.elapsed_s
-    while progress.updates < cfg.updates:
-        style_id = int(torch.randint(len(styles), (1,), generator=data_generator))
-        style = styles[style_id].sample_image().to(device)
-        state = content.sample_image().to(device)
-        with torch.no_grad():
-            code = model.style_code(style)
-            style_features = agent.objective.features(style)
-        for _ in range(cfg.episode_steps):
-            if progress.updates >= cfg.updates:
-                break
-            with torch.no_grad():
-                out = model.step(state, code)
-                reward = agent.reward(out.image, style_features)
-            buffer.add(
-                state=state.half(), style=style.half(), style_id=torch.tensor([style_id]), action=out.action.half(),
-                reward=reward, next_state=out.image.half(), done=torch.zeros(1, device=device),
-            )
-            rewards.append(reward.item())
-            _finite_or_raise({"reward": rewards[-1]}, f"when acting after update {progress.updates}", files.trainer)
-            state = out.image
-            progress.env_steps += 1
-
-            ready = progress.episodes >= cfg.bootstrap_episodes and len(buffer) >= cfg.batch_size
-            if not (ready and progress.env_steps % cfg.update_every == 0):
-                continue
-            batch = {k: v.to(device) if k == "style_id" else v.to(device).float()
-                     for k, v in buffer.sample(cfg.batch_size).items()}
-            logs = agent.update(batch, progress.updates)
-            progress.updates += 1
-            _finite_or_raise(logs, f"at update {progress.updates}", files.trainer)
-            pending.append(logs)
-            if progress.updates % cfg.log_every == 0 or progress.updates == cfg.updates:
-                progress.elapsed_s = time.perf_counter() - started
-                row = progress.log_row(pending, rewards, keys=LOG_COLUMNS)
-                rows.append(row)
-                pending, rewards = [], []
-                write_csv(rows, files.log, columns=LOG_COLUMNS)
-                log(f"update {progress.updates}/{cfg.updates} ({progress.elapsed_s:.0f} s): content "
-                    f"{row['content']:.4g} style {row['style']:.4g} contrast {row.get('contrastive', math.nan):.4g} "
-                    f"reward {row['reward']:.4g}")
-            if progress.updates % cfg.checkpoint_every == 0:
-                save()
-        progress.episodes += 1
-    progress.elapsed_s = time.perf_counter() - started
-    save()
-    return TrainResult(model, agent, progress, files.model, files.trainer, files.log, files.curves)
+    """Train an RLMiniStyler model per ``config``; ``resume`` continues from ``out_dir/checkpoint.pt``."""
+    return MiniStylerTrainer(config, resume).train(log)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from baselines.rlnst.losses import RLNSTObjective
-from baselines.rlnst.models import RLNST, CriticConfig, Hidden, TwinCritic
+from baselines.rlnst.models import RLNST, Critic, CriticConfig, Hidden
 from baselines.rlnst.regularization import (
     CompoundRegularizationConfig,
     compound_regularization,
@@ -58,6 +58,7 @@ from baselines.rlnst.regularization import (
 )
 from policies.sac_core import (
     EntropyTemperature,
+    TwinCritic,
     load_state_dicts,
     polyak_update,
     state_dicts,
@@ -121,7 +122,7 @@ class RLNSTAgent:
         cfg = self.config
         self.model = model
         self.objective = objective
-        self.critic = TwinCritic(cfg.critic)
+        self.critic = TwinCritic(lambda: Critic(cfg.critic))
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.temperature = EntropyTemperature(cfg.target_entropy, cfg.init_alpha)
         self.actor_optim = torch.optim.Adam(model.actor.parameters(), lr=cfg.lr, betas=cfg.betas)

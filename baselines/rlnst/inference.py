@@ -7,42 +7,34 @@ clip in order, carrying the stylizer's frame-wise hidden state of each step
 index from frame to frame (reset per clip) and the actor's step-wise hidden
 state across the steps of a frame. Actions are the Gaussian means unless
 ``deterministic=False`` (as the public code's test scripts).
+
+A trained model is a model folder (``pipeline.io.pretrained``) written by
+``baselines.rlnst.train`` as its run folder's ``model/``; ``load_model`` and
+``training_settings`` take that folder or the run folder.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from baselines.rlnst.models import MIN_SIZE, RLNST, Hidden, RLNSTConfig
-from pipeline.io.run_files import (
-    config_from_dict,
-    load_model_checkpoint,
-    save_model_checkpoint,
-)
-
-FORMATS = ("rlnst-model-v1", "rlnst-trainer-v1")  # model.pt, trainer.pt
+from baselines.rlnst.models import MIN_SIZE, RLNST, Hidden
+from pipeline.io.pretrained import saved_training_settings
 
 
-def save_model(model: RLNST, path: str | os.PathLike, **training_info) -> Path:
-    """Write ``model`` as a ``model.pt`` (format ``rlnst-model-v1``) that ``load_model`` reads, atomically.
-
-    ``training_info``: how the model was trained, stored beside the weights (``baselines.rlnst.train`` stores
-    mode, style, size, episode_steps and updates).
-    """
-    return save_model_checkpoint(model, path, FORMATS[0], **training_info)
+def load_model(source: str | os.PathLike, device: str | torch.device = "cpu") -> RLNST:
+    """The RL-NST model (eval mode, on ``device``) of a model folder or a run folder of ``baselines.rlnst.train``."""
+    return RLNST.from_pretrained(source, device)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> RLNST:
-    """An RL-NST model from ``model.pt`` or ``trainer.pt`` written by ``baselines.rlnst.train``, in eval mode."""
-    raw, state = load_model_checkpoint(path, FORMATS, "RL-NST", "baselines.rlnst.train", device, weights_only=True)
-    model = RLNST(config_from_dict(RLNSTConfig, raw)).to(device)
-    model.load_state_dict(state)
-    return model.eval()
+def training_settings(source: str | os.PathLike) -> dict[str, Any]:
+    """How the model of ``source`` (model or run folder) was trained: ``mode``, ``style`` (path of the style
+    image), ``size``, ``episode_steps`` (refinement steps per frame) and ``updates``."""
+    return saved_training_settings(source, RLNST.pretrained_format)
 
 
 def pad_to_multiple(frames: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""RL-NST networks: the actor (planner of a 2D Gaussian latent action), the stylizer and the twin critic.
+"""RL-NST networks: the actor (planner of a 2D Gaussian latent action), the stylizer and the critic
+(one of the pair in ``policies.sac_core.TwinCritic``).
 
 Feng et al., "Controlling Neural Style Transfer with Deep Reinforcement
 Learning" (IJCAI 2023); layers as in the public RL-I2IT code
@@ -39,13 +40,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.rlnst.convgru import ConvGRUCell
+from pipeline.io.pretrained import PretrainedMixin
 
 MIN_SIZE = 8
 CRITIC_GRID = 64
@@ -217,8 +219,13 @@ class StepResult(NamedTuple):
     hidden: Hidden
 
 
-class RLNST(nn.Module):
-    """RL-NST actor + stylizer. ``step(state, hidden)`` performs one refinement step (see module doc)."""
+class RLNST(PretrainedMixin, nn.Module):
+    """RL-NST actor + stylizer. ``step(state, hidden)`` performs one refinement step (see module doc).
+    ``save_pretrained(folder)`` / ``RLNST.from_pretrained(folder)``: a model folder (``pipeline.io.pretrained``)."""
+
+    pretrained_format: ClassVar[str] = "rlnst-model-v2"
+    kind: ClassVar[str] = "rlnst"
+    config_class: ClassVar[type] = RLNSTConfig
 
     def __init__(self, config: RLNSTConfig | None = None) -> None:
         super().__init__()
@@ -305,15 +312,3 @@ class Critic(nn.Module):
         x = F.adaptive_avg_pool2d(torch.cat([x, action], dim=1), CRITIC_GRID)
         x = F.leaky_relu(self.joint_norm(x), 0.2)
         return self.fc(self.body(x).flatten(1)).squeeze(1)
-
-
-class TwinCritic(nn.Module):
-    """Two independent critics (clipped double-Q): ``forward(state, action) -> (q1, q2)``, each (N,)."""
-
-    def __init__(self, config: CriticConfig | None = None) -> None:
-        super().__init__()
-        self.q1 = Critic(config)
-        self.q2 = Critic(config)
-
-    def forward(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        return self.q1(state, action), self.q2(state, action)

@@ -13,23 +13,21 @@ episodes, every ``update_every`` environment steps one ``RLNSTAgent.update``
 runs on a replay batch (schedule of the public code: update every 4 steps,
 actor every 2nd update, 10 steps per episode, 10 bootstrap episodes).
 
-Outputs in ``out_dir``: ``model.pt`` (what inference needs),
-``trainer.pt`` (everything, for ``resume``), ``log.csv`` (one row per
-``log_every`` updates) and ``curves.png``; files are written atomically.
-Resuming continues from ``trainer.pt`` with a fresh episode; log rows after
-its update count are dropped. A non-finite loss stops training with
-``FloatingPointError``.
+The loop, the run folder in ``out_dir`` (``model/`` for inference,
+``checkpoint.pt`` for ``resume``, ``config.json``, ``log.csv``,
+``curves.png``) and resuming are those of ``baselines.training``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from baselines.rlnst.agent import AgentConfig, RLNSTAgent
 from baselines.rlnst.data import (
@@ -38,20 +36,10 @@ from baselines.rlnst.data import (
     default_photos,
     expand_images,
 )
-from baselines.rlnst.inference import FORMATS, save_model
 from baselines.rlnst.losses import RLNSTObjective
 from baselines.rlnst.models import RLNST, Hidden, RLNSTConfig
-from baselines.training import (
-    Progress,
-    RunFiles,
-    json_friendly,
-    restore_trainer,
-    rows_until,
-    trainer_checkpoint,
-)
-from pipeline.io.files import save_torch_atomic
+from baselines.training import ReplayTrainer, TrainResult, json_friendly
 from pipeline.io.images import load_image
-from pipeline.io.run_files import plot_curves, write_csv
 from policies.sac_core import ReplayBuffer
 
 MODES = ("image", "video")
@@ -119,134 +107,60 @@ class TrainConfig:
         self.photos = expand_images(self.photos)
 
     def summary(self) -> dict:
-        """JSON-friendly dict of the settings (stored in checkpoints)."""
+        """JSON-friendly dict of the settings (the run folder's config.json)."""
         return json_friendly(dataclasses.asdict(self))
 
 
-@dataclass
-class TrainResult:
-    model: RLNST
-    progress: Progress
-    model_path: Path
-    trainer_path: Path
-    log_path: Path
-    curves_path: Path
+class RLNSTTrainer(ReplayTrainer):
+    """Episodes of RL-NST: a content crop (image model) or clip (video model), refined step by step."""
 
+    name = "RL-NST"
+    checkpoint_format = "rlnst-trainer-v2"
+    log_columns = LOG_COLUMNS
+    curves = CURVES
+    resume_keys = ("mode", "size", "buffer_capacity", "style")
+    progress_columns = (("loss", "style_learning_loss"), ("content", "content"), ("style", "style"),
+                        ("reward", "reward"))
+    divergence_hint = "a lower --lr or --style-weight"
 
-def training_info(config: TrainConfig, progress: Progress) -> dict:
-    """How the model was trained, stored in ``model.pt`` beside the weights (see ``inference.save_model``)."""
-    return {
-        "mode": config.mode,
-        "style": str(config.style),
-        "size": config.size,
-        "episode_steps": config.episode_steps,
-        "updates": progress.updates,
-    }
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        super().__init__(config, resume)
+        cfg = config
+        self.model = RLNST(cfg.model)  # first, so its initial weights depend on the seed only
+        agent_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.content = ContentFrames(cfg.clips, cfg.photos, cfg.size, cfg.max_frames, self.data_generator)
+        objective = RLNSTObjective(load_image(cfg.style), style_size=cfg.style_size)
+        self.agent = RLNSTAgent(self.model, objective, cfg.agent, agent_generator).to(cfg.device)
+        self.buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, device="cpu")
 
-
-def _check_resumable(saved: dict, config: TrainConfig) -> None:
-    old = saved["config"]
-    for key in ("mode", "size", "buffer_capacity", "style"):
-        new = str(getattr(config, key)) if key == "style" else getattr(config, key)
-        if old[key] != new:
-            raise ValueError(f"cannot resume: the checkpoint was trained with {key}={old[key]!r}, now {new!r}")
-
-
-def _diverged(what: str, update: int, files: RunFiles) -> FloatingPointError:
-    last = f"the last good checkpoint is {files.trainer}" if files.trainer.exists() else "no checkpoint was written yet"
-    return FloatingPointError(
-        f"RL-NST training diverged at update {update}: {what}; {last} "
-        "(resume with a lower --lr or --style-weight)"
-    )
-
-
-def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = print) -> TrainResult:
-    """Train an RL-NST model per ``config``; ``resume`` continues from ``out_dir/trainer.pt``."""
-    log = log or (lambda _: None)
-    cfg = config
-    files = RunFiles(Path(cfg.out_dir))
-    files.prepare(resume)
-
-    torch.manual_seed(cfg.seed)
-    model = RLNST(cfg.model)  # first, so its initial weights depend on the seed only
-    data_generator = torch.Generator().manual_seed(cfg.seed)
-    agent_generator = torch.Generator().manual_seed(cfg.seed + 1)
-    content = ContentFrames(cfg.clips, cfg.photos, cfg.size, cfg.max_frames, data_generator)
-    objective = RLNSTObjective(load_image(cfg.style), style_size=cfg.style_size)
-    agent = RLNSTAgent(model, objective, cfg.agent, agent_generator).to(cfg.device)
-    buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, device="cpu")
-    progress = Progress()
-    rows: list[dict] = []
-    if resume:
-        saved = torch.load(files.trainer, map_location=cfg.device, weights_only=True)
-        _check_resumable(saved, cfg)
-        progress = restore_trainer(saved, agent, buffer, data_generator)
-        rows = rows_until(files.log, progress.updates)
-        log(f"resumed from {files.trainer} at update {progress.updates}")
-
-    def save() -> None:
-        save_model(model, files.model, **training_info(cfg, progress))
-        save_torch_atomic(
-            trainer_checkpoint(FORMATS[1], cfg.summary(), agent, buffer, progress, data_generator), files.trainer
-        )
-        write_csv(rows, files.log, columns=LOG_COLUMNS)
-        plot_curves(rows, files.curves, CURVES, x_key="update", title_size=None)
-
-    device = torch.device(cfg.device)
-    hidden_channels = cfg.model.channels[2]
-    pending: list[dict[str, float]] = []
-    rewards: list[float] = []
-    started = time.perf_counter() - progress.elapsed_s
-    while progress.updates < cfg.updates:
-        frames = content.sample_clip(cfg.clip_len) if model.is_video else content.sample_image()
+    def collect_episode(self) -> Iterator[dict[str, Tensor]]:
+        cfg, model = self.config, self.model
+        frames = self.content.sample_clip(cfg.clip_len) if model.is_video else self.content.sample_image()
         frame_hidden: list = [None] * cfg.episode_steps  # per step index, carried across the clip's frames
-        for frame in frames.to(device).split(1):
+        for frame in frames.to(self.device).split(1):
             state, step_hidden = frame, None
             for k in range(cfg.episode_steps):
-                if progress.updates >= cfg.updates:
-                    break
                 with torch.no_grad():
                     out = model.step(state, Hidden(step_hidden, frame_hidden[k]))
-                    reward = agent.reward(out.image)
-                if not torch.isfinite(reward).all():
-                    raise _diverged(f"non-finite reward {reward.tolist()}", progress.updates + 1, files)
-                transition = dict(
-                    state=state.half(), action=out.action, reward=reward,
-                    next_state=out.image.half(), done=torch.zeros(1, device=device),
-                )
+                    reward = self.agent.reward(out.image)
+                transition = dict(state=state.half(), action=out.action, reward=reward,
+                                  next_state=out.image.half(), done=torch.zeros(1, device=self.device))
                 if cfg.agent.anchor == "content":
                     transition["content"] = frame.half()
                 if model.is_video:
-                    zeros = frame.new_zeros(1, hidden_channels, cfg.size // 4, cfg.size // 4)
+                    zeros = frame.new_zeros(1, cfg.model.channels[2], cfg.size // 4, cfg.size // 4)
                     transition["step_hidden"] = (zeros if step_hidden is None else step_hidden).half()
                     transition["frame_hidden"] = (zeros if frame_hidden[k] is None else frame_hidden[k]).half()
-                buffer.add(**transition)
-                rewards.append(reward.item())
+                yield transition
                 state, step_hidden, frame_hidden[k] = out.image, out.hidden.step, out.hidden.frame
-                progress.env_steps += 1
 
-                ready = progress.episodes >= cfg.bootstrap_episodes and len(buffer) >= cfg.batch_size
-                if not (ready and progress.env_steps % cfg.update_every == 0):
-                    continue
-                batch = {name: v.to(device).float() for name, v in buffer.sample(cfg.batch_size).items()}
-                try:
-                    logs = agent.update(batch, progress.updates)
-                except FloatingPointError as error:
-                    raise _diverged(str(error), progress.updates + 1, files) from error
-                progress.updates += 1
-                pending.append(logs)
-                if progress.updates % cfg.log_every == 0 or progress.updates == cfg.updates:
-                    progress.elapsed_s = time.perf_counter() - started
-                    row = progress.log_row(pending, rewards)
-                    rows.append(row)
-                    pending, rewards = [], []
-                    write_csv(rows, files.log, columns=LOG_COLUMNS)
-                    log(f"update {progress.updates}/{cfg.updates} ({progress.elapsed_s:.0f} s): "
-                        f"loss {row['style_learning_loss']:.4g} content {row['content']:.4g} "
-                        f"style {row['style']:.4g} reward {row['reward']:.4g}")
-                if progress.updates % cfg.checkpoint_every == 0:
-                    save()
-        progress.episodes += 1
-    progress.elapsed_s = time.perf_counter() - started
-    save()
-    return TrainResult(model, progress, files.model, files.trainer, files.log, files.curves)
+    def training_settings(self) -> dict[str, Any]:
+        """What ``inference.training_settings`` reads back: mode, style, size, episode_steps, updates."""
+        cfg = self.config
+        return {"mode": cfg.mode, "style": str(cfg.style), "size": cfg.size, "episode_steps": cfg.episode_steps,
+                "updates": self.progress.updates}
+
+
+def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = print) -> TrainResult:
+    """Train an RL-NST model per ``config``; ``resume`` continues from ``out_dir/checkpoint.pt``."""
+    return RLNSTTrainer(config, resume).train(log)

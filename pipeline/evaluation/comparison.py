@@ -1,25 +1,20 @@
 """Run stylization methods side by side on clips and styles, score them, and summarise (the engine of scripts/compare.py).
 
-Methods (``MethodSpec``):
-- ``baseline``: the frame-by-frame latent-WCT stylization (``StylizationPipeline`` without a policy);
-- ``flow-blend``: the non-learned reference policy ``policies.references.FlowBlendPolicy``;
-- ``policy``: trained policies (``policies.base.load_policy``), one run per training seed;
-- ``rlnst``: RL-NST models (``baselines.rlnst``), one checkpoint per seed, run only on the style they were trained for;
-- ``rlministyler``: RLMiniStyler models (``baselines.rlministyler``), one checkpoint per seed, run on every style.
+Methods come from the registry ``pipeline.methods.METHODS`` (``MethodSpec``: a label, the registry name, one
+source per training seed): the frame-by-frame ``baseline``, ``flow-blend`` references, trained ``policy``
+runs, ``rlnst`` models (run only on the style they were trained for) and ``rlministyler`` models.
 
-All latent methods share one ``StylizationPipeline`` set-up and its latent
-cache, so the baseline latents of a (clip, style) are computed once. Every
-output is scored by ``pipeline.evaluation.metrics.Evaluator`` against the content
-(content flows computed once per clip). ``summarize`` turns the per-item
-scores into means with 95% confidence intervals over clips (clip x style
+All latent methods share one ``pipeline.methods.Components`` (stylizer, latent cache, flow model), so the
+baseline latents of a (clip, style) are computed once. Every output is scored by
+``pipeline.evaluation.metrics.Evaluator`` against the content (content flows computed once per clip).
+``summarize`` turns the per-item scores into means with 95% confidence intervals over clips (clip x style
 pairs), over seeds, and of the paired difference to the baseline.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,45 +23,38 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from baselines.rlministyler.inference import FORMATS, load_model, stylize_frames
-from baselines.rlnst.inference import FORMATS, load_model, stylize_frames
 from pipeline.evaluation import report
 from pipeline.evaluation.metrics import METRICS, REFERENCE_OF, Evaluator
 from pipeline.evaluation.profiling import device_label
 from pipeline.evaluation.stats import mean_ci
-from pipeline.io.files import shared_data_dir, tensor_digest
+from pipeline.io.files import shared_data_dir
 from pipeline.io.images import load_image, resize_to_width
 from pipeline.io.video import read_video
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.codecs import load_codec
 from pipeline.latents.stylizers import build_stylizer
-from pipeline.stylize import StylizationPipeline
-from policies.base import load_policy
-from policies.observations import FLOW_WARPS
-from policies.references import FlowBlendConfig, FlowBlendPolicy
+from pipeline.methods import DEFAULT_FLOW_BLEND, METHODS, Components, Method, load_method, parse_flow_blend
 from rewards.clip_score import load_clip
-from rewards.flow import default_flow_model
-from rewards.reward import RewardWeights
+from rewards.flow import MemoFlow, default_flow_model
+from rewards.reward import RewardScales, RewardWeights, combined_reward
 
 DEFAULT_CLIPS = tuple(shared_data_dir() / "videos" / "test" / name for name in ("wolf.mp4", "sintel_mountain_2", "sintel_alley"))
 DEFAULT_STYLES = (shared_data_dir() / "styles" / "starry_night.jpg",)
 RESERVED = ("baseline", "flow-blend", "content")
-METHOD_KINDS = ("baseline", "flow-blend", "policy", "rlnst", "rlministyler")
-
-Runner = Callable[[Tensor, Tensor, str], Tensor | None]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method to compare: ``sources`` are its policy runs / RL-NST checkpoints, one per training seed."""
+    """A method to compare: ``label`` in the report, ``method`` its registry name, ``sources`` one per training
+    seed (a flow-blend's ``FACTOR[:WARP]``; none for the baseline), ``steps`` its refinement steps (None: as trained)."""
 
-    name: str
-    kind: str
-    sources: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+    label: str
+    method: str
+    sources: tuple[str | None, ...] = (None,)
+    steps: int | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "sources": list(self.sources), "options": dict(self.options)}
+        return {"name": self.label, "method": self.method, "sources": list(self.sources), "steps": self.steps}
 
 
 def parse_named_sources(text: str, flag: str) -> tuple[str, tuple[str, ...]]:
@@ -78,55 +66,31 @@ def parse_named_sources(text: str, flag: str) -> tuple[str, tuple[str, ...]]:
     return name.strip(), sources
 
 
-def parse_flow_blend(text: str) -> dict[str, Any]:
-    """``FACTOR[:WARP]`` (e.g. ``0.5``, ``0.7:pixel``) -> the flow-blend options {factor, flow_warp}."""
-
-    factor, _, warp = text.partition(":")
-    try:
-        value = float(factor)
-    except ValueError:
-        value = float("nan")
-    warp = warp or "latent"
-    if not 0.0 <= value <= 1.0 or warp not in FLOW_WARPS:
-        raise ValueError(f"--flow-blend expects FACTOR[:WARP] with FACTOR in [0,1] and WARP one of "
-                         f"{', '.join(FLOW_WARPS)}, got {text!r}")
-    return {"factor": value, "flow_warp": warp}
-
-
-def build_methods(
-    policies: Sequence[str] = (),
-    rlnst: Sequence[str] = (),
-    flow_blends: Sequence[str] = ("0.5",),
-    rlnst_steps: int | None = None,
-    rlministyler: Sequence[str] = (),
-    rlministyler_steps: int | None = None,
-) -> list[MethodSpec]:
-    """The method list of a comparison: baseline, the flow-blend references (``parse_flow_blend`` specs;
-    one is named ``flow-blend``, several ``flow-blend-WARP-FACTOR``), ``--policy``, ``--rlnst`` and
-    ``--rlministyler`` entries (``*_steps``: refinement steps, None = as trained)."""
+def build_methods(requests: Mapping[str, Sequence[str]] | None = None, flow_blends: Sequence[str] = (DEFAULT_FLOW_BLEND,),
+                  steps: Mapping[str, int | None] | None = None) -> list[MethodSpec]:
+    """The method list of a comparison: the baseline, the flow-blend references (``FACTOR[:WARP]`` specs; one is
+    labelled ``flow-blend``, several ``flow-blend-WARP-FACTOR``), then per registry method with path sources
+    its ``requests`` (``NAME=PATH[,PATH2,...]`` texts, one path per seed) with ``steps[method]``."""
     methods = [MethodSpec("baseline", "baseline")]
     for text in flow_blends:
-        options = parse_flow_blend(text)
-        name = "flow-blend" if len(flow_blends) == 1 else f"flow-blend-{options['flow_warp']}-{options['factor']:g}"
-        methods.append(MethodSpec(name, "flow-blend", options=options))
-    for text in policies:
-        name, sources = parse_named_sources(text, "--policy")
-        methods.append(MethodSpec(name, "policy", sources))
-    for text in rlnst:
-        name, sources = parse_named_sources(text, "--rlnst")
-        methods.append(MethodSpec(name, "rlnst", sources, {"steps": rlnst_steps}))
-    for text in rlministyler:
-        name, sources = parse_named_sources(text, "--rlministyler")
-        methods.append(MethodSpec(name, "rlministyler", sources, {"steps": rlministyler_steps}))
-    for method in methods[1 + len(flow_blends) :]:
-        if method.name in RESERVED:
-            raise ValueError(f"method name {method.name!r} is reserved; choose another NAME")
-        for source in method.sources:
-            if not Path(source).exists():
-                raise FileNotFoundError(f"{method.name}: {source} does not exist")
-    names = [m.name for m in methods]
-    if len(set(names)) < len(names):
-        raise ValueError(f"method name(s) given twice: {sorted({n for n in names if names.count(n) > 1})}")
+        factor, warp = parse_flow_blend(text)
+        label = "flow-blend" if len(flow_blends) == 1 else f"flow-blend-{warp}-{factor:g}"
+        methods.append(MethodSpec(label, "flow-blend", (text,)))
+    for method, texts in (requests or {}).items():
+        if method not in METHODS or not METHODS[method].source_path:
+            raise ValueError(f"{method!r} is not a registered method with sources; choose one of "
+                             + ", ".join(name for name, entry in METHODS.items() if entry.source_path and entry.source))
+        for text in texts:
+            label, sources = parse_named_sources(text, f"--{method}")
+            if label in RESERVED:
+                raise ValueError(f"method name {label!r} is reserved; choose another NAME")
+            for source in sources:
+                if not Path(source).exists():
+                    raise FileNotFoundError(f"{label}: {source} does not exist")
+            methods.append(MethodSpec(label, method, sources, (steps or {}).get(method)))
+    labels = [m.label for m in methods]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"method name(s) given twice: {sorted({n for n in labels if labels.count(n) > 1})}")
     return methods
 
 
@@ -176,135 +140,24 @@ def load_clips(paths: list[str], width: int, max_frames: int | None) -> dict[str
     return clips
 
 
-def _check_policy_run(source: str, codec_name: str, stylizer_name: str) -> None:
-    """A run folder's config.json must name the codec and stylizer the comparison uses."""
-    config_file = Path(source) / "config.json"
-    if not config_file.is_file():
-        return
-    config = json.loads(config_file.read_text())
-    for key, expected in (("codec", codec_name), ("stylizer", stylizer_name)):
-        if config.get(key, expected) != expected:
-            raise ValueError(f"policy run {source} was trained with {key} {config[key]!r}; the comparison uses {expected!r}")
-
-
-def _policy_runner(policy, stylizer, cache, flow_model) -> Runner:
-
-    pipe = StylizationPipeline(stylizer, policy=policy, cache=cache, flow_model=flow_model)
-    return lambda frames, style, style_name: pipe.stylize_clip(frames, style).result
-
-
-def _rlnst_runner(checkpoint: str, steps: int | None, device: torch.device) -> tuple[Runner, dict[str, Any]]:
-    """Runner of an RL-NST model (``model.pt`` or ``trainer.pt`` of ``baselines.rlnst.train``).
-
-    It runs ``steps`` refinement steps (default: the episode length it was
-    trained with) and only on the style it was trained for (by file name);
-    on other styles it returns None.
-    """
-
-    model = load_model(checkpoint, device=device)
-    settings = _training_settings(checkpoint, FORMATS[1], weights_only=True)
-    steps = steps or int(settings["episode_steps"])
-    trained_style = Path(settings["style"]).stem
-
-    def run(frames: Tensor, style: Tensor, style_name: str) -> Tensor | None:
-        if style_name != trained_style:
-            return None
-        return stylize_frames(model, frames.to(device), steps).cpu()
-
-    return run, {"trained_style": trained_style, "steps": steps}
-
-
-def _rlministyler_runner(checkpoint: str, steps: int | None, device: torch.device) -> tuple[Runner, dict[str, Any]]:
-    """Runner of an RLMiniStyler model (``model.pt`` or ``trainer.pt`` of ``baselines.rlministyler.train``):
-    any style image, ``steps`` refinement steps (default: its training episode length)."""
-
-    model = load_model(checkpoint, device=device)
-    settings = _training_settings(checkpoint, FORMATS[1], weights_only=False)  # as its load_model
-    steps = steps or int(settings["episode_steps"])
-    trained_styles = sorted(Path(p).stem for p in settings["styles"])
-
-    def run(frames: Tensor, style: Tensor, style_name: str) -> Tensor:
-        return stylize_frames(model, frames.to(device), style.to(device), steps).cpu()
-
-    return run, {"trained_styles": trained_styles, "steps": steps}
-
-
-def _training_settings(checkpoint: str, trainer_format: str, weights_only: bool) -> dict[str, Any]:
-    """The training settings stored in a baseline's ``model.pt`` (beside the weights) or ``trainer.pt`` (its config)."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=weights_only)
-    return saved["config"] if saved.get("format") == trainer_format else saved
-
-
-class MemoFlow(torch.nn.Module):
-    """A flow model that remembers the flow of every image pair it has seen (until ``clear``).
-
-    The content flows of a clip are needed by every flow-observation policy
-    and by the evaluator; with this wrapper RAFT runs once per pair and clip.
-    Pairs are keyed by the digests of both images.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self._flows: dict[tuple[str, str], Tensor] = {}
-
-    def clear(self) -> None:
-        self._flows.clear()
-
-    @torch.no_grad()
-    def forward(self, img1: Tensor, img2: Tensor) -> Tensor:
-        """Flow (N,2,H,W) from ``img1`` to ``img2`` (N,3,H,W), computing only the pairs not seen before."""
-        keys = [(tensor_digest(a), tensor_digest(b)) for a, b in zip(img1, img2)]
-        missing = sorted({i for i, key in enumerate(keys) if key not in self._flows})
-        if missing:
-            index = torch.tensor(missing, device=img1.device)
-            for i, flow in zip(missing, self.model(img1.index_select(0, index), img2.index_select(0, index))):
-                self._flows[keys[i]] = flow
-        return torch.stack([self._flows[key] for key in keys]).to(img1.device)
-
-
 @dataclass
 class MethodRun:
-    """One seed of a method, ready to run: ``runner(frames, style, style_name)`` -> frames or None (not applicable)."""
+    """One seed of a method, loaded: ``method`` runs it, ``seed_index``/``source`` say which seed."""
 
     spec: MethodSpec
     seed_index: int
     source: str | None
-    runner: Runner
-    info: dict[str, Any] = field(default_factory=dict)
+    method: Method
+
+    def run(self, frames: Tensor, style: Tensor, style_name: str) -> Tensor | None:
+        """Stylized frames (T,3,H,W) of a clip, or None where the method does not apply to this style."""
+        return self.method.stylize_clip(frames, style) if self.method.applies_to(style_name) else None
 
 
-def prepare_methods(methods: list[MethodSpec], stylizer, cache, flow_model, device: torch.device) -> list[MethodRun]:
-    """Load every method's models once (policies, RL-NST checkpoints)."""
-
-    codec = stylizer.codec
-    runs = []
-    for spec in methods:
-        if spec.kind == "baseline":
-            runs.append(MethodRun(spec, 0, None, _policy_runner(None, stylizer, cache, flow_model)))
-        elif spec.kind == "flow-blend":
-            policy = FlowBlendPolicy(FlowBlendConfig(codec.latent_channels, **spec.options)).to(device)
-            runs.append(MethodRun(spec, 0, None, _policy_runner(policy, stylizer, cache, flow_model)))
-        elif spec.kind == "policy":
-            for index, source in enumerate(spec.sources):
-                _check_policy_run(source, codec.name, stylizer.name)
-                policy = load_policy(source, device=device)
-                if policy.latent_channels != codec.latent_channels:
-                    raise ValueError(
-                        f"policy {source} acts on {policy.latent_channels}-channel latents; codec {codec.name} has {codec.latent_channels}"
-                    )
-                runs.append(MethodRun(spec, index, source, _policy_runner(policy, stylizer, cache, flow_model), {"kind": policy.kind}))
-        elif spec.kind == "rlnst":
-            for index, source in enumerate(spec.sources):
-                runner, info = _rlnst_runner(source, spec.options.get("steps"), device)
-                runs.append(MethodRun(spec, index, source, runner, info))
-        elif spec.kind == "rlministyler":
-            for index, source in enumerate(spec.sources):
-                runner, info = _rlministyler_runner(source, spec.options.get("steps"), device)
-                runs.append(MethodRun(spec, index, source, runner, info))
-        else:
-            raise ValueError(f"unknown method kind {spec.kind!r}; known: {', '.join(METHOD_KINDS)}")
-    return runs
+def prepare_methods(methods: list[MethodSpec], components: Components) -> list[MethodRun]:
+    """Load every seed of every method once."""
+    return [MethodRun(spec, index, source, load_method(spec.method, components, source, spec.steps))
+            for spec in methods for index, source in enumerate(spec.sources)]
 
 
 def summarize(items: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
@@ -360,8 +213,8 @@ def summarize(items: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
 
 
 def add_combined_reward(items: list[dict[str, Any]], weights: RewardWeights = RewardWeights()) -> None:
-    """Add the metric ``reward`` to the ``items`` of one (clip, style), in place: DESIGN.md's combined reward
-    r_t = -(w_s L_style/S + w_c L_content/C + w_t L_temp/T) per frame t >= 1, from the evaluation metrics
+    """Add the metric ``reward`` to the ``items`` of one (clip, style), in place: the combined reward
+    (``rewards.reward.combined_reward``, ``docs/conventions.md``) per frame t >= 1, from the evaluation metrics
     (Gram style loss, LPIPS to the content, temporal L1 of the pair (t-1, t)), with (S, C, T) the
     frame-by-frame baseline's means on this clip (as ``rewards.reward.RewardScales.from_terms``): the
     baseline scores -(w_s + w_c + w_t). Nothing is added when the baseline is not among the items."""
@@ -374,11 +227,9 @@ def add_combined_reward(items: list[dict[str, Any]], weights: RewardWeights = Re
         return (torch.tensor(metrics["style_gram"]["per_frame"][1:]), torch.tensor(metrics["lpips_content"]["per_frame"][1:]),
                 torch.tensor(metrics["temporal_l1"]["per_frame"]))
 
-    scales = [term.mean().clamp_min(1e-6) for term in terms(baseline)]
+    scales = RewardScales(*(max(term.mean().item(), 1e-6) for term in terms(baseline)))
     for item in items:
-        style, content, temporal = terms(item)
-        reward = -(weights.style * style / scales[0] + weights.content * content / scales[1]
-                   + weights.temporal * temporal / scales[2])
+        reward = combined_reward(weights, scales, *terms(item))
         item["metrics"]["reward"] = {"mean": float(reward.mean()), "per_frame": reward.tolist()}
 
 
@@ -396,10 +247,10 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
         raise ValueError("two styles share a file name; style names (file stems) must differ")
     clips = load_clips(config.clips, config.width, config.max_frames)
     codec = load_codec("taef2", device=device)
-    stylizer = build_stylizer("latent-wct", codec=codec, device=str(device), seed=config.seed)
+    stylizer = build_stylizer("latent-wct", codec=codec, device=device)
     cache = LatentCache(config.cache_dir) if config.use_cache else None
     flow_model = MemoFlow(default_flow_model(device))
-    runs = prepare_methods(methods, stylizer, cache, flow_model, device)
+    runs = prepare_methods(methods, Components(stylizer, cache, device, flow_model))
     clip = load_clip(config.clip_model, config.clip_pretrained, device) if config.use_clip else None
     evaluator = Evaluator(device, clip=clip, flow_model=flow_model, cache_flows=True)
     folder = report.prepare_folder(config.out, config.overwrite)
@@ -412,27 +263,28 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
             outputs: dict[str, Tensor] = {}
             first_item = len(items)
             for run in runs:
-                bar.set_postfix_str(f"{name} / {style_name} / {run.spec.name}")
-                stylized = run.runner(frames, style, style_name)
+                bar.set_postfix_str(f"{name} / {style_name} / {run.spec.label}")
+                stylized = run.run(frames, style, style_name)
                 bar.update(1)
                 if stylized is None:
-                    skipped.append({"clip": name, "style": style_name, "method": run.spec.name, "source": run.source,
-                                    "reason": f"trained for style {run.info.get('trained_style')!r}"})
+                    skipped.append({"clip": name, "style": style_name, "method": run.spec.label, "source": run.source,
+                                    "reason": f"trained for style {run.method.info.get('trained_style')!r}"})
                     continue
                 scores = evaluator.evaluate(frames, stylized, style)
-                items.append({"clip": name, "style": style_name, "method": run.spec.name, "seed_index": run.seed_index,
+                items.append({"clip": name, "style": style_name, "method": run.spec.label, "seed_index": run.seed_index,
                               "source": run.source,
                               "metrics": scores["metrics"], "reference": scores["reference"]})
-                outputs.setdefault(run.spec.name, stylized)
+                outputs.setdefault(run.spec.label, stylized)
             add_combined_reward(items[first_item:])
             panels.append(report.write_clip_media(folder, name, style_name, frames, outputs, fps))
     bar.close()
-    method_names = [m.name for m in methods]
+    method_names = [m.label for m in methods]
     results = {
         "format": "vstyle-comparison-v1",
         "device": device_label(device),
         "config": {**vars(config), "codec": codec.name, "stylizer": stylizer.name},
-        "methods": [m.describe() | {"runs": [r.info | {"source": r.source} for r in runs if r.spec is m]} for m in methods],
+        "methods": [m.describe() | {"runs": [r.method.info | {"source": r.source} for r in runs if r.spec is m]}
+                    for m in methods],
         "clips": {name: {"frames": f.shape[0], "height": f.shape[-2], "width": f.shape[-1], "fps": fps} for name, (f, fps) in clips.items()},
         "styles": list(styles),
         "clip_status": evaluator.clip_status(),

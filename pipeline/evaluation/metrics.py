@@ -233,9 +233,11 @@ def load_inputs(
     """Content and stylized frames (T,3,H,W) checked to match frame for frame, plus notes for the report.
 
     Videos are paths (file or frame folder) or tensors. ``max_frames`` keeps
-    the first N of each. Different lengths are an error; different sizes are
-    an error unless ``resize``, which resizes the stylized frames to the
-    content's size (antialiased bilinear) and says so in the notes.
+    the first N of each. Different lengths are an error. A stylized video one
+    pixel larger on a side (the project's mp4 padding of odd sides) is cropped
+    back; other different sizes are an error unless ``resize``, which resizes
+    the stylized frames to the content's size (antialiased bilinear). The notes
+    say which was done.
     """
     content_frames, content_name = _read(content, "content", max_frames)
     stylized_frames, stylized_name = _read(stylized, "stylized", max_frames)
@@ -250,7 +252,11 @@ def load_inputs(
         )
     notes: dict[str, Any] = {"content": content_name, "stylized": stylized_name, "max_frames": max_frames, "resized": None}
     size, content_size = tuple(stylized_frames.shape[-2:]), tuple(content_frames.shape[-2:])
-    if size != content_size:
+    if size != content_size and all(0 <= s - c <= 1 for s, c in zip(size, content_size)):
+        # mp4 (yuv420p) pads odd sides by one repeated row / column (pipeline.io.video): crop it away
+        stylized_frames = stylized_frames[..., : content_size[0], : content_size[1]]
+        notes["cropped"] = {"from": list(size), "to": list(content_size), "how": "mp4 padding to even sides removed"}
+    elif size != content_size:
         if not resize:
             raise ValueError(
                 f"the stylized video {stylized_name} is {size[1]}x{size[0]} px but the content {content_name} is "

@@ -9,10 +9,12 @@ leaves the previous file (or none), never a truncated one. See
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,18 +33,55 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("VSTYLE_SHARED", REPO.parent / "shared")) / "data"
 
 
+def temporary_name(path: PathLike, suffix: str = "") -> Path:
+    """A fresh hidden name beside ``path`` for writing it: ``.NAME.<pid>-<hex>.tmp<suffix>``. The process id
+    lets ``sweep_stale_temporaries`` tell a dead writer's leftovers from a live one's."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp{suffix}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove the temporaries of ``path`` left by writers that died (killed with SIGKILL, power loss): files or
+    folders named by ``temporary_name`` whose process is gone. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp*"):
+        pid = entry.name[len(path.name) + 2 :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary file name next to ``path``; move that file onto ``path`` on success.
 
     On an exception the temporary file is removed and an existing ``path`` is
     left untouched. ``suffix`` lets writers that look at the extension see one.
+    Stale temporaries of ``path`` from dead writers are swept first.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    sweep_stale_temporaries(path)
     # a fresh name, created by the writer itself so it gets the usual permissions
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+    tmp = temporary_name(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """Still images: loading, resizing to codec-friendly sizes, saving and grids.
 
-Images are float32 tensors (N,3,H,W), RGB, in [0,1] (DESIGN.md). Files are
+Images are float32 tensors (N,3,H,W), RGB, in [0,1] (``docs/conventions.md``). Files are
 read with PIL and written atomically (a temporary file in the same folder,
 then ``os.replace``), so an interrupted run never leaves a half-written file.
 """

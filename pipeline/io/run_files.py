@@ -1,23 +1,25 @@
-"""Files of a training run, written atomically: checkpoints, CSV tables and PNG figures of training curves;
-and reading a trained model's checkpoint back.
+"""Files of a training run, written atomically: the run-folder layout, checkpoints, CSV tables and PNG
+figures of training curves.
 
-Shared by ``policies.run_log`` and the RL-NST / RLMiniStyler trainers. Every
-writer goes through ``pipeline.io.files.atomic_output``: a crash mid-write
-leaves the previous file (or none), never a truncated one.
+``RunFolder`` is the layout every trainer (``policies.train``, the RL-NST /
+RLMiniStyler trainers of ``baselines.training``) writes. Every writer goes
+through ``pipeline.io.files.atomic_output``: a crash mid-write leaves the
+previous file (or none), never a truncated one.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from pipeline.io.files import atomic_output, save_torch_atomic
+from pipeline.io.files import atomic_output, save_torch_atomic, write_json
 
 PathLike = str | os.PathLike
 
@@ -109,35 +111,76 @@ def plot_curves(rows: Sequence[Mapping], path: PathLike, panels: Mapping[str, Se
     save_figure_atomic(fig, path, dpi=80)
 
 
-def load_model_checkpoint(path: PathLike, formats: tuple[str, str], what: str, written_by: str,
-                          device: str | torch.device = "cpu", weights_only: bool = True) -> tuple[dict, dict]:
-    """``(model_config, state_dict)`` of a trained model from its ``model.pt`` or ``trainer.pt``.
+class RunFolder:
+    """The layout of a training run's folder, shared by every trainer.
 
-    ``formats``: the ``format`` tags of the two files (model file, trainer file); a model file holds
-    ``model_config`` and ``state_dict``, a trainer file ``config["model"]`` and ``agent["model"]``.
-    ``what`` (e.g. "RL-NST") and ``written_by`` (the training module) name them in the errors.
+    - ``config.json``: the training settings;
+    - ``checkpoint.pt``: everything needed to resume (networks, optimisers, counters, random states), tagged
+      with the trainer's ``checkpoint_format``;
+    - ``model/``: the last model, ``best/``: the best one where the trainer keeps one (model folders of
+      ``pipeline.io.pretrained``);
+    - CSV logs (``table(name)``) and ``curves.png``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} checkpoint {path} does not exist")
-    checkpoint = torch.load(path, map_location=device, weights_only=weights_only)
-    kind = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-    if kind == formats[0]:
-        return checkpoint["model_config"], checkpoint["state_dict"]
-    if kind == formats[1]:
-        return checkpoint["config"]["model"], checkpoint["agent"]["model"]
-    raise ValueError(f"{path} is not an {what} checkpoint (model.pt or trainer.pt of {written_by})")
 
+    def __init__(self, root: PathLike, checkpoint_format: str) -> None:
+        self.root = Path(root)
+        self.checkpoint_format = checkpoint_format
+        self.config = self.root / "config.json"
+        self.checkpoint = self.root / "checkpoint.pt"
+        self.model = self.root / "model"
+        self.best = self.root / "best"
+        self.curves = self.root / "curves.png"
 
-def config_from_dict(cls, raw: Mapping):
-    """A config dataclass ``cls`` from its saved ``dataclasses.asdict`` (lists back to tuples)."""
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    def table(self, name: str) -> Path:
+        """The CSV log ``name``.csv."""
+        return self.root / f"{name}.csv"
 
+    def prepare(self, resume: bool, settings: Mapping[str, Any] | None = None,
+                same_on_resume: Sequence[str] = ()) -> None:
+        """Create the folder. A fresh run must not find a checkpoint (FileExistsError); a resume needs one
+        (FileNotFoundError) and the keys ``same_on_resume`` of ``settings`` as saved in config.json (ValueError)."""
+        if resume:
+            if not self.checkpoint.is_file():
+                raise FileNotFoundError(f"cannot resume: {self.checkpoint} does not exist")
+            saved, new = self.read_config(), settings or {}
+            changed = [k for k in same_on_resume if json.dumps(saved.get(k)) != json.dumps(new.get(k))]
+            if changed:
+                raise ValueError(
+                    f"cannot resume {self.root}: settings differ from the run's config.json: "
+                    + ", ".join(f"{k} ({saved.get(k)!r} -> {new.get(k)!r})" for k in changed)
+                )
+        elif self.checkpoint.is_file():
+            raise FileExistsError(f"{self.root} already holds a run ({self.checkpoint.name}); pass --resume "
+                                  "(resume=True) to continue it or choose another output folder")
+        self.root.mkdir(parents=True, exist_ok=True)
 
-def save_model_checkpoint(model, path: PathLike, model_format: str, **training_info) -> Path:
-    """Write ``model`` (with a dataclass ``config``) as a model file that ``load_model_checkpoint`` reads, atomically:
-    ``format``, ``model_config``, ``state_dict``, then ``training_info``."""
-    checkpoint = {"format": model_format, "model_config": dataclasses.asdict(model.config),
-                  "state_dict": model.state_dict(), **training_info}
-    save_torch_atomic(checkpoint, path)
-    return Path(path)
+    def write_config(self, settings: Mapping[str, Any]) -> None:
+        """Write the training settings (JSON-serialisable) as config.json, atomically."""
+        write_json(self.config, dict(settings))
+
+    def read_config(self) -> dict[str, Any]:
+        """The training settings of config.json; a ValueError when missing or unreadable."""
+        try:
+            return json.loads(self.config.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read the run's settings {self.config} ({error})") from error
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` (plus the ``format`` tag) as checkpoint.pt, atomically."""
+        save_torch_atomic({"format": self.checkpoint_format, **state}, self.checkpoint)
+
+    def load_checkpoint(self, device: str | torch.device = "cpu", weights_only: bool = True) -> dict[str, Any]:
+        """What ``save_checkpoint`` wrote, tensors on ``device``; a ValueError for a corrupt file or another
+        trainer's checkpoint."""
+        if not self.checkpoint.is_file():
+            raise FileNotFoundError(f"cannot resume: {self.checkpoint} does not exist")
+        try:
+            state = torch.load(self.checkpoint, map_location=device, weights_only=weights_only)
+        except Exception as error:  # torch raises many kinds (pickle, zip, EOF, runtime) for a damaged file
+            reason = (str(error).splitlines() or [""])[0]
+            raise ValueError(f"{self.checkpoint} is corrupt or not a checkpoint ({type(error).__name__}: {reason}); "
+                             "restore it or start a fresh run") from error
+        found = state.get("format") if isinstance(state, dict) else None
+        if found != self.checkpoint_format:
+            raise ValueError(f"{self.checkpoint} is a {found!r} checkpoint, not a {self.checkpoint_format!r} one")
+        return state

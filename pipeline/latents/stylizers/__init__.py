@@ -1,35 +1,41 @@
-"""Per-frame stylizers (the frame-by-frame baseline) and a builder by name."""
+"""Per-frame stylizers (the frame-by-frame baseline), their config dataclasses, and a builder by name."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.latents.codecs import load_codec
+import torch
+
 from pipeline.latents.stylizers.base import Stylizer
-from pipeline.latents.stylizers.diffusest import DEFAULT_MODEL, DiffuseSTStylizer
+from pipeline.latents.stylizers.diffusest import DiffuseSTConfig, DiffuseSTStylizer
 from pipeline.latents.stylizers.latent_wct import LatentWCT, LatentWCTConfig
 
-STYLIZERS = ("latent-wct", "diffusest")
+# name -> (stylizer class, its config dataclass); every class has ``from_config(config, codec, device)``
+STYLIZERS: dict[str, tuple[type[Stylizer], type]] = {
+    LatentWCT.name: (LatentWCT, LatentWCTConfig),
+    DiffuseSTStylizer.name: (DiffuseSTStylizer, DiffuseSTConfig),
+}
 
 
-def build_stylizer(name: str, codec=None, alpha: float = 1.0, refine_steps: int = 0, precision: str = "auto",
-                   model: str | None = None, blip_diffusion: str | None = None, device: str = "cpu", **diffusest_options: Any) -> Stylizer:
-    """The stylizer called ``name`` with its default components.
+def stylizer_config_class(name: str) -> type:
+    """The config dataclass of stylizer ``name``; a ValueError naming the choices when unknown."""
+    if name not in STYLIZERS:
+        raise ValueError(f"unknown stylizer {name!r}; choose one of {', '.join(STYLIZERS)}")
+    return STYLIZERS[name][1]
 
-    latent-wct: on ``codec`` (default taef2 at ``precision``, see ``pipeline.io.precision``), strength
-    ``alpha``, ``refine_steps`` of latent optimisation.
-    diffusest: Stable Diffusion 1.5 class ``model`` (hub id or local folder; default SD 1.5),
-    optional ``blip_diffusion`` checkpoint for the style embedding, and DiffuseSTConfig
-    fields as ``diffusest_options`` (e.g. seed, prompt, num_inference_steps).
+
+def build_stylizer(name: str, config: Any | None = None, *, codec=None,
+                   device: str | torch.device = "cpu") -> Stylizer:
+    """Stylizer ``name`` with ``config`` (an instance of its config class; None: the defaults) on ``device``.
+
+    latent-wct works on ``codec`` (default taef2 at precision auto); diffusest loads its model and uses the
+    model's own VAE, so it takes no codec.
     """
-    if name == "latent-wct":
-
-        return LatentWCT(codec or load_codec("taef2", device=device, precision=precision), LatentWCTConfig(alpha=alpha, refine_steps=refine_steps))
-    if name == "diffusest":
-
-        return DiffuseSTStylizer.from_pretrained(model or DEFAULT_MODEL, blip_diffusion=blip_diffusion, device=device,
-                                                 **diffusest_options)
-    raise ValueError(f"unknown stylizer {name!r}; choose one of {', '.join(STYLIZERS)}")
+    config_class = stylizer_config_class(name)
+    config = config_class() if config is None else config
+    if not isinstance(config, config_class):
+        raise TypeError(f"stylizer {name!r} takes a {config_class.__name__}, got a {type(config).__name__}")
+    return STYLIZERS[name][0].from_config(config, codec=codec, device=device)
 
 
-__all__ = ["STYLIZERS", "Stylizer", "build_stylizer"]
+__all__ = ["STYLIZERS", "Stylizer", "build_stylizer", "stylizer_config_class"]

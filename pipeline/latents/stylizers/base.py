@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from pipeline.io.files import tensor_digest
@@ -14,7 +15,7 @@ class Stylizer(ABC):
     """Stylizes each frame on its own into a codec's latent space.
 
     Subclasses set ``name`` and ``codec`` (a ``pipeline.latents.codecs.LatentCodec``),
-    implement ``prepare_style`` (what depends on the style image only,
+    implement ``from_config`` (what ``build_stylizer`` calls), ``prepare_style`` (what depends on the style image only,
     computed once per style) and ``stylize_prepared``, and report their
     settings in ``config`` (part of the latent cache key).
     """
@@ -25,6 +26,11 @@ class Stylizer(ABC):
         self.codec = codec
         self._style_key: str | None = None
         self._style_state: Any = None
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Any, codec=None, device: str | torch.device = "cpu") -> Stylizer:
+        """The stylizer of settings ``config`` (its config dataclass), on ``codec`` where it takes one."""
 
     @abstractmethod
     def prepare_style(self, style_image: Tensor) -> Any:

@@ -40,7 +40,6 @@ re-seeded with ``seed`` for every frame).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 from dataclasses import asdict, dataclass, field
@@ -73,36 +72,37 @@ StepRange = tuple[float, float]
 
 @dataclass(frozen=True)
 class DiffuseSTConfig:
-    """Settings of the DiffuseST stylizer.
+    """Settings of the DiffuseST stylizer (each field's help says what it does).
 
-    num_inference_steps: DDIM steps, for the inversions and the sampling.
-    content_feature_range, content_attention_range, style_attention_range:
-        (start, end) fractions of the sampling schedule, step i (0 = noisiest)
-        is in a range when start <= i / num_inference_steps < end ((0, 0) = never).
-        Content: ResBlock features / self-attention q, k of the content branch;
-        style: self-attention k, v of the style branch.
-    feature_layers: UNet ResnetBlock2D names whose residual branch is injected.
-    attention_layers: UNet modules whose self-attention (attn1) layers are injected.
-    guidance_scale: classifier-free guidance of the output branch (<= 1: none).
-    prompt: output-branch text when no style encoder is given (describe the style).
-    negative_prompt: the unconditional text of guidance.
-    inversion_prompt: conditioning of the inversions and of the source branches.
-    eta: DDIM stochasticity of the output branch (0 = deterministic DDIM).
-    seed: seeds the eta > 0 noise, identically for every frame.
+    Step ranges are (start, end) fractions of the sampling schedule: step i (0 = noisiest) is in a range
+    when start <= i / num_inference_steps < end ((0, 0) = never). ``model`` and ``blip_diffusion`` say where
+    ``from_pretrained`` loads the components from; the cache key (``config()``) records the loaded ones instead.
     """
 
-    num_inference_steps: int = 50
-    content_feature_range: StepRange = (0.0, 0.9)
-    content_attention_range: StepRange = (0.0, 0.9)
-    style_attention_range: StepRange = (0.9, 1.0)
-    feature_layers: tuple[str, ...] = SD15_FEATURE_LAYERS
-    attention_layers: tuple[str, ...] = SD15_ATTENTION_LAYERS
-    guidance_scale: float = 7.5
-    prompt: str = "a painting"
-    negative_prompt: str = ""
-    inversion_prompt: str = ""
-    eta: float = 0.0
-    seed: int = 0
+    model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": "Stable Diffusion 1.5 class model: hub id or local diffusers folder"})
+    blip_diffusion: str | None = field(default=None, metadata={
+        "help": "BLIP-Diffusion checkpoint whose Q-Former embeds the style image (none: condition on the prompt)"})
+    num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps, for the inversions and the sampling"})
+    content_feature_range: StepRange = field(default=(0.0, 0.9), metadata={
+        "help": "step range (start end) injecting the content branch's decoder ResBlock features"})
+    content_attention_range: StepRange = field(default=(0.0, 0.9), metadata={
+        "help": "step range (start end) injecting the content branch's self-attention queries and keys"})
+    style_attention_range: StepRange = field(default=(0.9, 1.0), metadata={
+        "help": "step range (start end) injecting the style branch's self-attention keys and values"})
+    feature_layers: tuple[str, ...] = field(default=SD15_FEATURE_LAYERS, metadata={
+        "help": "UNet ResnetBlock2D names whose residual branch is injected"})
+    attention_layers: tuple[str, ...] = field(default=SD15_ATTENTION_LAYERS, metadata={
+        "help": "UNet modules whose self-attention (attn1) layers are injected"})
+    guidance_scale: float = field(default=7.5, metadata={
+        "help": "classifier-free guidance of the output branch (<= 1: none)"})
+    prompt: str = field(default="a painting", metadata={
+        "help": "output-branch text when no style encoder is given (describe the style)"})
+    negative_prompt: str = field(default="", metadata={"help": "the unconditional text of guidance"})
+    inversion_prompt: str = field(default="", metadata={
+        "help": "conditioning of the inversions and of the source branches"})
+    eta: float = field(default=0.0, metadata={"help": "DDIM stochasticity of the output branch (0 = deterministic)"})
+    seed: int = field(default=0, metadata={"help": "seeds the eta > 0 noise, identically for every frame"})
 
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:
@@ -275,33 +275,31 @@ class DiffuseSTStylizer(Stylizer):
         self._prompts: dict[str, Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, model_id_or_folder: str | os.PathLike = DEFAULT_MODEL,
-                        blip_diffusion: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, config: DiffuseSTConfig | None = None,
-                        **config_overrides: Any) -> DiffuseSTStylizer:
-        """Load the components from a hub id or a local diffusers folder.
+    def from_pretrained(cls, config: DiffuseSTConfig | None = None, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> DiffuseSTStylizer:
+        """Load the components from ``config.model``, a hub id or a local diffusers folder.
 
-        model_id_or_folder: a Stable Diffusion 1.5 class model with unet/, vae/,
-        scheduler/, text_encoder/, tokenizer/. blip_diffusion: a BLIP-Diffusion
-        checkpoint ("Salesforce/blipdiffusion") whose Q-Former embeds the style
-        image; its context-aware text encoder and tokenizer then replace the
-        model's (DiffuseST uses that checkpoint for the UNet and VAE too: pass
-        it as both). dtype: default float16 on CUDA, float32 elsewhere.
-        config_overrides: DiffuseSTConfig fields (e.g. seed=1). Raises
+        model: a Stable Diffusion 1.5 class model with unet/, vae/, scheduler/,
+        text_encoder/, tokenizer/. blip_diffusion: a BLIP-Diffusion checkpoint
+        ("Salesforce/blipdiffusion") whose Q-Former embeds the style image; its
+        context-aware text encoder and tokenizer then replace the model's
+        (DiffuseST uses that checkpoint for the UNet and VAE too: pass it as
+        both). dtype: default float16 on CUDA, float32 elsewhere. Raises
         WeightsNotFoundError when a component is neither local nor on the hub.
         """
         from diffusers import DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
 
+        config = config or DiffuseSTConfig()
         dtype = dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
-        source = str(model_id_or_folder)
+        source = str(config.model)
         unet = _load_component(partial(UNet2DConditionModel.from_pretrained, torch_dtype=dtype), source, "unet",
                                "Stable Diffusion UNet")
         scheduler = ddim_from_config(
             _load_component(DDIMScheduler.load_config, source, "scheduler", "Stable Diffusion scheduler"))
-        if blip_diffusion is not None:
-            style_encoder = BlipDiffusionStyleEncoder.from_pretrained(blip_diffusion).to(device, dtype)
+        if config.blip_diffusion is not None:
+            style_encoder = BlipDiffusionStyleEncoder.from_pretrained(config.blip_diffusion).to(device, dtype)
             text_encoder, tokenizer = style_encoder.text_encoder, style_encoder.tokenizer
         else:
             style_encoder = None
@@ -309,9 +307,14 @@ class DiffuseSTStylizer(Stylizer):
             tokenizer = _load_component(CLIPTokenizer.from_pretrained, source, "tokenizer", "CLIP tokenizer")
         # the VAE computes in the UNet's dtype (fp16 on GPUs), not under bf16 autocast
         codec = load_codec("sd-vae", model=source, device=device, dtype=dtype, precision="fp32")
-        settings = dataclasses.replace(config or DiffuseSTConfig(), **config_overrides)
-        return cls(unet.to(device), scheduler, codec, text_encoder.to(device, dtype), tokenizer,
-                   style_encoder, settings)
+        return cls(unet.to(device), scheduler, codec, text_encoder.to(device, dtype), tokenizer, style_encoder, config)
+
+    @classmethod
+    def from_config(cls, config: DiffuseSTConfig, codec=None, device: str | torch.device = "cpu") -> DiffuseSTStylizer:
+        """``from_pretrained`` for ``build_stylizer``; DiffuseST brings its own codec (its model's VAE)."""
+        if codec is not None:
+            raise ValueError(f"diffusest encodes with its model's own VAE and takes no codec (got {codec.name!r})")
+        return cls.from_pretrained(config, device)
 
     @property
     def device(self) -> torch.device:
@@ -321,7 +324,8 @@ class DiffuseSTStylizer(Stylizer):
         style = None
         if self.style_encoder is not None:
             style = getattr(self.style_encoder, "model_id", type(self.style_encoder).__name__)
-        return {"stylizer": self.name, **asdict(self.cfg), "unet": self.unet.config.get("_name_or_path", ""),
+        settings = {k: v for k, v in asdict(self.cfg).items() if k not in ("model", "blip_diffusion")}
+        return {"stylizer": self.name, **settings, "unet": self.unet.config.get("_name_or_path", ""),
                 "dtype": str(self.unet.dtype).removeprefix("torch."), "style_encoder": style}
 
     @torch.no_grad()

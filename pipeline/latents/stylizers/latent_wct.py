@@ -11,13 +11,14 @@ latent through the decoder against the Gram style and VGG content losses
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pipeline.io.images import resize_to_width
+from pipeline.latents.codecs import load_codec
 from pipeline.latents.stylizers.base import Stylizer
 from rewards.style import GramStyleLoss, perceptual_loss_from_features
 from rewards.vgg import VGG16Features
@@ -25,22 +26,17 @@ from rewards.vgg import VGG16Features
 
 @dataclass(frozen=True)
 class LatentWCTConfig:
-    """Settings of the latent WCT stylizer.
+    """Settings of the latent WCT stylizer (each field's help says what it does)."""
 
-    alpha: blend between the content latent (0) and the full WCT result (1).
-    style_width: the style image is resized to this width before encoding.
-    eps: ridge added to covariances before the matrix square roots.
-    refine_steps: Adam steps of latent optimisation after WCT (0 = off).
-    refine_lr, style_weight, content_weight: that optimisation's settings.
-    """
-
-    alpha: float = 1.0
-    style_width: int = 256
-    eps: float = 1e-4
-    refine_steps: int = 0
-    refine_lr: float = 0.05
-    style_weight: float = 1e5
-    content_weight: float = 1.0
+    alpha: float = field(default=1.0, metadata={
+        "help": "strength in [0,1]: blend between the content latent (0) and the full WCT result (1)"})
+    style_width: int = field(default=256, metadata={"help": "the style image is resized to this width before encoding"})
+    eps: float = field(default=1e-4, metadata={"help": "ridge added to covariances before the matrix square roots"})
+    refine_steps: int = field(default=0, metadata={
+        "help": "Adam steps of Gram/content latent optimisation per frame after WCT (0 = off)"})
+    refine_lr: float = field(default=0.05, metadata={"help": "learning rate of the refinement"})
+    style_weight: float = field(default=1e5, metadata={"help": "Gram style loss weight of the refinement"})
+    content_weight: float = field(default=1.0, metadata={"help": "VGG content loss weight of the refinement"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -83,6 +79,11 @@ class LatentWCT(Stylizer):
         super().__init__(codec)
         self.cfg = config or LatentWCTConfig()
         self._vgg = vgg
+
+    @classmethod
+    def from_config(cls, config: LatentWCTConfig, codec=None, device: str | torch.device = "cpu") -> LatentWCT:
+        """For ``build_stylizer``: on ``codec``, by default taef2 on ``device`` (precision auto)."""
+        return cls(codec or load_codec("taef2", device=device), config)
 
     @property
     def vgg(self) -> VGG16Features:
