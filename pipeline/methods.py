@@ -33,26 +33,45 @@ from pipeline.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_videos
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.stylizers.base import Stylizer
 from pipeline.stylize import StylizationPipeline, StylizedClip, stream_video
-from policies.base import Policy, load_policy
+from policies.base import SHIPPED_POLICIES, Policy, load_policy
 from policies.observations import FLOW_WARPS
 from policies.references import FlowBlendConfig, FlowBlendPolicy
+from rewards.classical_flow import ClassicalFlow
 from rewards.flow import default_flow_model
 
 ChunkStylizer = Callable[[Tensor], StylizedClip]
 DEFAULT_FLOW_BLEND = "0.5"
+# content flows that propagate keyframes: OpenCV Farneback (default: 30 ms a pair at 256 px on the CPU, where
+# RAFT-small took 2.4 s and the refined latent WCT 17.5 s a frame, so RAFT would eat the saving), DIS, or RAFT
+KEYFRAME_FLOWS = ("farneback", "dis", "raft")
 
 
 @dataclass
 class Components:
     """What the methods share, built once by the caller: the per-frame ``stylizer`` (its codec decodes), the
     latent ``cache`` (None: no caching), the ``device``, and the content ``flow_model`` that flow-observation
-    policies use (None: the shared RAFT, loaded on first use by ``flow``). ``chunk_size``: frames per chunk."""
+    policies and keyframe propagation use (None: the shared RAFT, loaded on first use by ``flow``).
+    ``chunk_size``: frames per chunk; ``keyframes``: K > 1 runs the stylizer on every K-th frame only and
+    propagates it to the frames between (``pipeline.keyframes``), for every latent method, along the content
+    flow of ``keyframe_flow`` (``KEYFRAME_FLOWS``)."""
 
     stylizer: Stylizer
     cache: LatentCache | None
     device: torch.device
     flow_model: nn.Module | None = None
     chunk_size: int = 16
+    keyframes: int = 1
+    keyframe_flow: str = "farneback"
+
+    def __post_init__(self) -> None:
+        if self.keyframes < 1:
+            raise ValueError(f"keyframes must be >= 1 (1: the stylizer on every frame), got {self.keyframes}")
+        if self.keyframe_flow not in KEYFRAME_FLOWS:
+            raise ValueError(f"unknown keyframe flow {self.keyframe_flow!r}; choose one of {', '.join(KEYFRAME_FLOWS)}")
+
+    def propagation_flow(self) -> nn.Module:
+        """The flow model that carries keyframes to the frames between (``keyframe_flow``)."""
+        return self.flow() if self.keyframe_flow == "raft" else ClassicalFlow(self.keyframe_flow)
 
     def flow(self) -> nn.Module:
         """The content flow model, loading the shared RAFT the first time it is needed."""
@@ -83,13 +102,21 @@ class Method:
 
 
 class LatentMethod(Method):
-    """The latent pipeline with a policy (None: the frame-by-frame baseline)."""
+    """The latent pipeline (a ``StylizationPipeline``, with a policy or without: the frame-by-frame baseline)."""
 
-    def __init__(self, components: Components, policy: Policy | None, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, pipeline: StylizationPipeline, info: dict[str, Any] | None = None) -> None:
         super().__init__(info)
+        self.pipeline = pipeline
+
+    @classmethod
+    def from_components(cls, components: Components, policy: Policy | None,
+                        info: dict[str, Any] | None = None) -> LatentMethod:
+        """The pipeline of ``components`` with ``policy`` (the flow model only where the policy reads flows)."""
         flow_model = components.flow() if policy is not None and policy.observation == "flow" else None
-        self.pipeline = StylizationPipeline(components.stylizer, policy=policy, cache=components.cache,
-                                            flow_model=flow_model, chunk_size=components.chunk_size)
+        keyframe_flow = components.propagation_flow() if components.keyframes > 1 else None
+        return cls(StylizationPipeline(components.stylizer, policy=policy, cache=components.cache,
+                                       flow_model=flow_model, chunk_size=components.chunk_size,
+                                       keyframes=components.keyframes, keyframe_flow=keyframe_flow), info)
 
     def video(self, style: Tensor, with_baseline: bool = False) -> ChunkStylizer:
         state = None
@@ -122,18 +149,21 @@ class PixelMethod(Method):
 
 
 def _check_policy_run(source: str, stylizer: Stylizer) -> None:
-    """A run folder's config.json must name the codec and stylizer of the latent space in use."""
+    """A run folder's config.json must name the latent space in use: its stylizer and codec (a run without
+    them predates the choice: latent-wct on taef2)."""
     config_file = Path(source) / "config.json"
     if not config_file.is_file():
         return
     config = json.loads(config_file.read_text())
-    for key, expected in (("codec", stylizer.codec.name), ("stylizer", stylizer.name)):
-        if config.get(key, expected) != expected:
-            raise ValueError(f"policy run {source} was trained with {key} {config[key]!r}; this run uses {expected!r}")
+    trained = (config.get("stylizer") or "latent-wct", config.get("codec") or "taef2")
+    if trained != (stylizer.name, stylizer.codec.name):
+        raise ValueError(f"policy run {source} was trained on another latent space (stylizer {trained[0]}, codec "
+                         f"{trained[1]}) than this one (stylizer {stylizer.name}, codec {stylizer.codec.name}): pass "
+                         f"--stylizer {trained[0]} --codec {trained[1]}, or train a policy on this latent space")
 
 
 def load_baseline(components: Components, source: str | None, steps: int | None) -> Method:
-    return LatentMethod(components, None)
+    return LatentMethod.from_components(components, None)
 
 
 def load_trained_policy(components: Components, source: str | None, steps: int | None) -> Method:
@@ -141,9 +171,9 @@ def load_trained_policy(components: Components, source: str | None, steps: int |
     policy = load_policy(source, device=components.device)
     codec = components.stylizer.codec
     if policy.latent_channels != codec.latent_channels:
-        raise ValueError(f"policy {source} acts on {policy.latent_channels}-channel latents; "
-                         f"codec {codec.name} has {codec.latent_channels}")
-    return LatentMethod(components, policy, {"kind": policy.kind})
+        raise ValueError(f"policy {source} acts on {policy.latent_channels}-channel latents; codec {codec.name} "
+                         f"has {codec.latent_channels}: it was trained on another latent space")
+    return LatentMethod.from_components(components, policy, {"kind": policy.kind})
 
 
 def parse_flow_blend(text: str) -> tuple[float, str]:
@@ -163,7 +193,8 @@ def parse_flow_blend(text: str) -> tuple[float, str]:
 def load_flow_blend(components: Components, source: str | None, steps: int | None) -> Method:
     factor, warp = parse_flow_blend(source or DEFAULT_FLOW_BLEND)
     config = FlowBlendConfig(components.stylizer.codec.latent_channels, factor=factor, flow_warp=warp)
-    return LatentMethod(components, FlowBlendPolicy(config).to(components.device), {"factor": factor, "flow_warp": warp})
+    return LatentMethod.from_components(components, FlowBlendPolicy(config).to(components.device),
+                                        {"factor": factor, "flow_warp": warp})
 
 
 def load_rlnst(components: Components, source: str | None, steps: int | None) -> Method:
@@ -220,7 +251,7 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("baseline", "each frame stylized on its own in the latent space (the frame-by-frame baseline)",
                 load_baseline),
     MethodEntry("policy", "baseline latents refined by a trained policy", load_trained_policy,
-                source="a run folder (or policy folder) of train_policy.py"),
+                source="'default' (the policy that ships, any style), or a run or policy folder of train_policy.py"),
     MethodEntry("flow-blend", "baseline latents pulled toward the flow-warped previous output by a fixed factor",
                 load_flow_blend, source=f"FACTOR[:WARP], factor in [0,1], warp latent (default) or pixel; default {DEFAULT_FLOW_BLEND}",
                 source_path=False),
@@ -231,9 +262,10 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
 )}
 
 
-def load_method(name: str, components: Components, source: str | None = None, steps: int | None = None) -> Method:
-    """Load the registered method ``name`` from ``source`` (its run/model folder or spec); a clear error when
-    the name is unknown, a required source is missing, or the source does not exist."""
+def check_source(name: str, source: str | None) -> MethodEntry:
+    """The registry entry of method ``name``, after checking ``source`` suits it: a clear error when the name is
+    unknown, a required source is missing, a source is given to a method without one, or a path does not exist
+    (a shipped policy's name, ``policies.base.SHIPPED_POLICIES``, stands for its folder)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     entry = METHODS[name]
@@ -242,8 +274,15 @@ def load_method(name: str, components: Components, source: str | None = None, st
     if entry.source is not None and entry.source_path:
         if source is None:
             raise ValueError(f"method {name} needs a source: {entry.source}")
-        if not Path(source).exists():
+        if source not in SHIPPED_POLICIES and not Path(source).exists():
             raise FileNotFoundError(f"{name}: {source} does not exist")
+    return entry
+
+
+def load_method(name: str, components: Components, source: str | None = None, steps: int | None = None) -> Method:
+    """Load the registered method ``name`` from ``source`` (its run/model folder or spec); a clear error when
+    the name is unknown, a required source is missing, or the source does not exist."""
+    entry = check_source(name, source)
     if steps is not None and (not entry.steps or steps < 1):
         raise ValueError(f"method {name} takes no step count" if not entry.steps else f"steps must be >= 1, got {steps}")
     return entry.load(components, source, steps)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from pipeline.io.images import resize_to_width, restore_size
 from pipeline.io.video import check_output, iter_video_chunks, open_writer, video_info
+from pipeline.keyframes import keyframe_indices, propagate
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.stylizers.base import Stylizer
 from pipeline.scenes import scene_cuts
@@ -42,10 +43,12 @@ class StylizedClip:
 
 @dataclass
 class ChunkState:
-    """What the next chunk of a video needs from this one: the policy's rollout state and the last frame."""
+    """What the next chunk of a video needs from this one: the policy's rollout state, the last frame and,
+    with keyframes, its stylized image (1,3,H,W) in [0,1] (the chunk's last frame is always a keyframe)."""
 
     rollout: RolloutState | None = None
     last_frame: Tensor | None = None
+    keyframe: Tensor | None = None
 
 
 def working_width(input_width: int, size: int | None) -> int:
@@ -65,8 +68,11 @@ class StylizationPipeline:
     cache: where baseline latents are kept; None computes them without caching.
     flow_model: a ``rewards.flow.RAFTFlow`` for policies with flow observations.
     chunk_size: frames held in memory at once when streaming a video.
+    keyframes: K > 1 runs the stylizer on keyframes only (every K-th frame, scene cuts, chunk ends) and
+    propagates them along the content flow of ``keyframe_flow`` (a model with ``RAFTFlow``'s call, e.g.
+    ``rewards.classical_flow.ClassicalFlow``) to the frames between (``pipeline.keyframes``).
     Scene cuts (``pipeline.scenes.scene_cuts``) restart the policy's temporal
-    state, so nothing from before a cut is blended into the frames after it.
+    state and the keyframes, so nothing from before a cut is blended into the frames after it.
     """
 
     def __init__(
@@ -76,15 +82,23 @@ class StylizationPipeline:
         cache: LatentCache | None = None,
         flow_model: Any | None = None,
         chunk_size: int = 16,
+        keyframes: int = 1,
+        keyframe_flow: Any | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if keyframes < 1:
+            raise ValueError(f"keyframes must be >= 1, got {keyframes}")
+        if keyframes > 1 and keyframe_flow is None:
+            raise ValueError("keyframe propagation needs a keyframe_flow model for the content flow")
         self.stylizer = stylizer
         self.codec = stylizer.codec
         self.policy = policy
         self.cache = cache
         self.flow_model = flow_model
         self.chunk_size = chunk_size
+        self.keyframes = keyframes
+        self.keyframe_flow = keyframe_flow
 
     def baseline_latents(self, frames: Tensor, style_image: Tensor) -> Tensor:
         """Per-frame stylized latents (T,C,H/8,W/8) of frames (T,3,H,W), cached when a cache is set."""
@@ -92,6 +106,28 @@ class StylizationPipeline:
             return self.cache.latents(self.stylizer, frames, style_image)
         with torch.no_grad():
             return self.stylizer.stylize(frames, style_image)
+
+    def propagated_latents(self, frames: Tensor, style_image: Tensor, cuts: list[int],
+                           state: ChunkState) -> tuple[Tensor | None, Tensor]:
+        """Frames (T,3,H,W) with keyframes: their latents (T,C,h,w), None without a policy to refine them, and
+        their images (T,3,H,W) in [0,1] on the CPU. At the keyframes the stylizer's latents (cached) and their
+        decoding; between them the keyframe images propagated along the content flow (``pipeline.keyframes``)
+        and, for the policy, the codec's encoding of those."""
+        previous = state.keyframe is not None and 0 not in cuts
+        keys = keyframe_indices(frames.shape[0], self.keyframes, cuts, continues=previous)
+        key_latents = self.baseline_latents(frames[keys], style_image)
+        device = next(self.codec.parameters()).device
+        key_images = self.codec.decode(key_latents.to(device))
+        images = propagate(frames.to(device), keys, key_images, self.keyframe_flow,
+                           (state.last_frame.to(device), state.keyframe.to(device)) if previous else None)
+        if self.policy is None:
+            return None, images.cpu()
+        between = [t for t in range(frames.shape[0]) if t not in set(keys)]
+        latents = key_latents.new_empty((frames.shape[0], *key_latents.shape[1:]))
+        latents[keys] = key_latents
+        if between:
+            latents[between] = self.codec.encode(images[between]).to(latents)
+        return latents, images.cpu()
 
     @torch.no_grad()
     def stylize_chunk(
@@ -106,11 +142,15 @@ class StylizationPipeline:
         """
         state = state or ChunkState()
         cuts = scene_cuts(frames, state.last_frame)
-        latents = self.baseline_latents(frames, style_image)
         device = next(self.codec.parameters()).device
+        if self.keyframes > 1:  # the frames between keyframes are their propagated images, not re-decoded
+            latents, images = self.propagated_latents(frames, style_image, cuts, state)
+        else:
+            latents = self.baseline_latents(frames, style_image)
+            images = self.codec.decode(latents.to(device)).cpu() if self.policy is None or decode_baseline else None
+        keyframe = images[-1:] if self.keyframes > 1 else None  # a chunk's last frame is a keyframe
         if self.policy is None:
-            baseline = self.codec.decode(latents.to(device)).cpu()
-            return StylizedClip(baseline, baseline, cuts), ChunkState(None, frames[-1:])
+            return StylizedClip(images, images, cuts), ChunkState(None, frames[-1:], keyframe)
         rollout, parts = state.rollout, []
         bounds = [0, *(c for c in cuts if c > 0), frames.shape[0]]
         for start, stop in zip(bounds[:-1], bounds[1:]):
@@ -120,8 +160,9 @@ class StylizationPipeline:
                                                   flow_model=self.flow_model, codec=self.codec)
             parts.append(part)
         refined = torch.cat(parts)
-        baseline = self.codec.decode(latents.to(device)).cpu() if decode_baseline else None
-        return StylizedClip(baseline, self.codec.decode(refined.to(device)).cpu(), cuts), ChunkState(rollout, frames[-1:])
+        baseline = images if decode_baseline else None
+        result = self.codec.decode(refined.to(device)).cpu()
+        return StylizedClip(baseline, result, cuts), ChunkState(rollout, frames[-1:], keyframe)
 
     def stylize_clip(self, frames: Tensor, style_image: Tensor) -> StylizedClip:
         """Stylize a whole in-memory clip (T,3,H,W) in chunks; returns frames at the same size."""
@@ -131,32 +172,6 @@ class StylizationPipeline:
             parts.append(clip)
         cuts = [start + c for start, clip in zip(range(0, frames.shape[0], self.chunk_size), parts) for c in clip.cuts]
         return StylizedClip(torch.cat([p.baseline for p in parts]), torch.cat([p.result for p in parts]), cuts)
-
-    def stylize_video(
-        self,
-        video_path: str | os.PathLike,
-        style_image: Tensor,
-        out_path: str | os.PathLike,
-        size: int | None = None,
-        side_by_side: bool = False,
-        overwrite: bool = False,
-        max_frames: int | None = None,
-        progress: bool = True,
-    ) -> dict[str, Any]:
-        """Stylize the video (file or frame folder) at ``video_path`` into an mp4 at ``out_path``.
-
-        See ``stream_video`` for ``size``, ``overwrite``, ``max_frames``;
-        ``side_by_side`` writes input | baseline | result.
-        """
-        state = None
-
-        def process(frames: Tensor) -> list[Tensor]:
-            nonlocal state
-            clip, state = self.stylize_chunk(frames, style_image, state, decode_baseline=side_by_side)
-            return [frames, clip.baseline, clip.result] if side_by_side else [clip.result]
-
-        return stream_video(video_path, out_path, process, size=size, overwrite=overwrite, max_frames=max_frames,
-                            chunk_size=self.chunk_size, progress=progress)
 
 
 def stream_video(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -102,9 +103,14 @@ def policy_from_spec(kind: str, module: str, config: dict[str, Any]) -> Policy:
     return cls(cls.config_class(**config))
 
 
+#: Policies that ship with the project, by name (``policies/pretrained/<name>/``: a model folder and its MODEL_CARD.md).
+SHIPPED_POLICIES = {"default": Path(__file__).resolve().parent / "pretrained" / "default"}
+
+
 def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> Policy:
-    """The policy (eval mode, on ``device``) of a model folder, or of a run folder: its best, else its last."""
-    return Policy.from_pretrained(path, device)
+    """The policy (eval mode, on ``device``) of a shipped policy's name (``SHIPPED_POLICIES``), a model folder,
+    or a run folder (its best, else its last)."""
+    return Policy.from_pretrained(SHIPPED_POLICIES.get(os.fspath(path), path), device)
 
 
 @runtime_checkable

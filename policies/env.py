@@ -50,7 +50,7 @@ class ClipData:
     flows: pixel flows/masks of the content (T-1 pairs, ``rewards.flow.ClipFlows``);
     latent_flows: per-frame flow to the previous frame at latent resolution
     (T entries; entry 0 is zero with mask 0: frame 0 has no previous frame);
-    baseline_frames (T,3,H,W) decoded baseline; baseline_terms: its reward
+    baseline_frames (T,3,H,W) decoded baseline; style: the style's name; baseline_terms: its reward
     terms (T,) under ``scales``, the clip's normalisation (``RewardScales.from_terms``
     of the baseline's raw terms on frames 1..T-1).
     """
@@ -63,6 +63,7 @@ class ClipData:
     baseline_frames: Tensor
     baseline_terms: RewardTerms
     scales: RewardScales
+    style: str = "style"
 
     @property
     def num_frames(self) -> int:
@@ -113,6 +114,7 @@ def prepare_clip(
     reward: StyleContentTemporalReward | None = None,
     name: str = "clip",
     flow_cache: FlowCache | None = None,
+    style: str = "style",
 ) -> ClipData:
     """Build the ``ClipData`` of ``frames`` (T,3,H,W) in [0,1] (T >= 2, sides multiples of 8).
 
@@ -120,7 +122,8 @@ def prepare_clip(
     ``cache``: a ``pipeline.latents.cache.LatentCache`` or None (stylize without caching);
     ``flow_model``: RAFT or None (the shared RAFT-small); ``reward``: the
     style's reward module (the clip's normalisation scales are computed here); ``flow_cache``: reuse flows computed
-    by earlier runs (``rewards.flow_cache.FlowCache``). Tensors live on the codec's device.
+    by earlier runs (``rewards.flow_cache.FlowCache``); ``style``: the style's name, which picks the episode's
+    reward in a multi-style run. Tensors live on the codec's device.
     """
     if reward is None:
         raise TypeError("prepare_clip() needs the style's reward module (reward=...)")
@@ -145,7 +148,7 @@ def prepare_clip(
     rest = score_frames(reward, baseline_frames[1:], frames[1:], baseline_frames[:-1], flows)
     scales = RewardScales.from_terms(rest)
     terms = _concat_terms([reward.rescored(first, scales), reward.rescored(rest, scales)])
-    return ClipData(name, frames, latents, flows, small, baseline_frames, terms, scales)
+    return ClipData(name, frames, latents, flows, small, baseline_frames, terms, scales, style)
 
 
 @dataclass

@@ -45,8 +45,8 @@ from pipeline.io.precision import PRECISIONS, check_precision
 from pipeline.io.run_files import RunFolder
 from pipeline.io.video import list_videos, read_video
 from pipeline.latents.cache import LatentCache
-from pipeline.latents.codecs import CODEC_NAMES, load_codec
-from pipeline.latents.stylizers import STYLIZERS, build_stylizer
+from pipeline.latents.codecs import CODEC_NAMES
+from pipeline.latents.stylizers import STYLIZERS, build_latent_space, resolve_codec, stylizer_config_class
 from policies.base import ALGORITHM_MODULES, OBSERVATION_KINDS, algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
 from policies.parallel import broadcast_module, mean_over_processes
@@ -59,7 +59,8 @@ DEFAULT_VIDEOS = shared_data_dir() / "videos" / "train"
 CHECKPOINT_FORMAT = "vstyle-policy-trainer-v1"  # the tag of checkpoint.pt
 MIN_SIDE = 32  # LPIPS-alex's smallest input
 # settings a resumed run must share with the checkpoint (epochs, device, eval_every, threads, precision may change)
-RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer", "algo_options")
+RESUME_KEYS = ("style", "videos", "algo", "obs", "size", "max_frames", "weights", "seed", "codec", "stylizer",
+               "algo_options", "stylizer_options")
 
 
 @dataclass
@@ -70,7 +71,9 @@ class TrainConfig:
     ``policies.reinforce``) over their defaults, which are the default agent.
     """
 
-    style: str = field(metadata={"help": "style image to train for (any format PIL reads)"})
+    style: tuple[str, ...] = field(metadata={
+        "help": "style image(s) to train for (any format PIL reads); several train one policy for any style: every "
+                "window is an episode with each style"})
     out: str = field(metadata={"help": "run folder; refused if it holds a run, unless resuming"})
     videos: str = field(default=str(DEFAULT_VIDEOS), metadata={
         "help": "folder of training clips: video files and/or folders of numbered frames (never the test clips)"})
@@ -87,7 +90,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: str = field(default="cpu", metadata={
         "help": "cpu or cuda (launched by accelerate/torchrun, each process takes its own GPU)"})
-    codec: str = field(default="taef2", metadata={"choices": CODEC_NAMES, "help": "latent codec"})
+    codec: str | None = field(default=None, metadata={
+        "choices": CODEC_NAMES, "help": "latent codec (none: the stylizer's, taef2 for latent-wct, sd-vae for diffusest)"})
     stylizer: str = field(default="latent-wct", metadata={"choices": tuple(STYLIZERS), "help": "per-frame stylizer"})
     eval_every: int = field(default=1, metadata={
         "help": "evaluate the mean action every N epochs for the best policy (0 = never)"})
@@ -97,8 +101,15 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={
         "choices": PRECISIONS, "help": "codec and VGG compute precision (auto: bf16 autocast where it runs natively)"})
     algo_options: dict[str, Any] = field(default_factory=dict)
+    stylizer_options: dict[str, Any] = field(default_factory=dict)  # the stylizer's config fields over its defaults
 
     def __post_init__(self) -> None:
+        self.codec = resolve_codec(self.stylizer, self.codec)  # the run folder records the codec in use
+        self.style = (self.style,) if isinstance(self.style, str) else tuple(self.style)
+        if not self.style:
+            raise ValueError("give at least one style image")
+        if len({Path(s).stem for s in self.style}) < len(self.style):
+            raise ValueError(f"style images must have different file names, got {list(self.style)}")
         check_observation_kind(self.obs)
         self.weights = tuple(float(w) for w in self.weights)
         if len(self.weights) != 3:
@@ -170,14 +181,14 @@ class Trainer:
         algorithm_module(config.algo)
         self._check_folder(resume)
         self.videos = find_videos(config.videos)
-        self.style_image = load_image(config.style)
+        self.style_images = {Path(path).stem: load_image(path) for path in config.style}
         if config.threads:
             torch.set_num_threads(config.threads)
         self.state = PartialState(cpu=config.device == "cpu")
         self.rank, self.world = self.state.process_index, self.state.num_processes
         self.device = self.state.device if config.device in ("cpu", "cuda") else torch.device(config.device)
         torch.manual_seed(config.seed)  # identical initial networks on every process
-        self.codec, stylizer, reward = self._components()
+        self.codec, stylizer, self.rewards = self._components()
         self.algorithm = make_algorithm(config.algo, config.obs, self.codec.latent_channels, **config.algo_options)
         self.algorithm.to(self.device)
         broadcast_module(self.algorithm.policy)
@@ -185,8 +196,7 @@ class Trainer:
         self.log = RunLog(self.folder, read=resume)
         if resume:
             self._load_checkpoint()
-        self.clips = self._prepare_clips(stylizer, reward)
-        self.reward = reward
+        self.clips = self._prepare_clips(stylizer)
 
     def _check_folder(self, resume: bool) -> None:
         """Set up ``run_folder``: a fresh run refuses an existing one, a resume needs it with the same settings."""
@@ -194,25 +204,33 @@ class Trainer:
         self.run_folder.prepare(resume, dataclasses.asdict(self.config), RESUME_KEYS)
 
     def _components(self):
+        """The codec, the stylizer, and the reward of each style (by style name)."""
+        config = stylizer_config_class(self.config.stylizer)(**self.config.stylizer_options)
+        stylizer = build_latent_space(self.config.stylizer, config, self.config.codec, device=self.device,
+                                      precision=self.config.precision)
+        codec = stylizer.codec
+        weights = RewardWeights(*self.config.weights)
+        rewards = {name: build_reward(image, weights, self.config.precision, self.device)
+                   for name, image in self.style_images.items()}
+        return codec, stylizer, rewards
 
-        style = self.style_image = self.style_image.to(self.device)
-        codec = load_codec(self.config.codec, device=self.device, precision=self.config.precision)
-        stylizer = build_stylizer(self.config.stylizer, codec=codec, device=self.device)
-        reward = build_reward(style, RewardWeights(*self.config.weights), self.config.precision, self.device)
-        return codec, stylizer, reward
+    def _prepare_clips(self, stylizer) -> list[ClipData]:
+        """This process's episodes: every (window, style) pair, every world-th (the list padded so all processes
+        get as many)."""
 
-    def _prepare_clips(self, stylizer, reward) -> list[ClipData]:
-        """This process's windows (every world-th, the list padded so all processes get as many)."""
-
-        windows = load_windows(self.videos, self.config.size, self.config.max_frames)
+        windows = [(name, frames, style) for name, frames in load_windows(self.videos, self.config.size,
+                                                                          self.config.max_frames)
+                   for style in self.style_images]
         per_process = -(-len(windows) // self.world)
         padded = [windows[i % len(windows)] for i in range(per_process * self.world)]
         mine = padded[self.rank :: self.world]
         cache, flow_model = LatentCache(self.config.cache_dir), default_flow_model(self.device)
         flow_cache = FlowCache(cache.root / "flows")
         clips = []
-        for name, frames in tqdm(mine, desc="preparing clips", disable=self.rank != 0, leave=False):
-            clips.append(prepare_clip(frames, self.style_image, stylizer, cache, flow_model, reward, name, flow_cache))
+        for name, frames, style in tqdm(mine, desc="preparing clips", disable=self.rank != 0, leave=False):
+            image = self.style_images[style].to(self.device)
+            clips.append(prepare_clip(frames, image, stylizer, cache, flow_model, self.rewards[style],
+                                      f"{name}@{style}" if len(self.style_images) > 1 else name, flow_cache, style))
         return clips
 
     def _load_checkpoint(self) -> None:
@@ -251,7 +269,7 @@ class Trainer:
         return {f"eval_{k}": mean_over_processes(v) for k, v in _mean_rows(rows).items()}
 
     def _env(self, clip: ClipData) -> LatentStyleEnv:
-        return LatentStyleEnv(clip, self.codec, self.reward, self.config.obs)
+        return LatentStyleEnv(clip, self.codec, self.rewards[clip.style], self.config.obs)
 
     def run(self) -> dict[str, Any]:
         """Train from the start epoch to ``config.epochs``; returns a summary of the last epoch."""

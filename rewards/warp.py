@@ -47,15 +47,21 @@ def _sample_positions(flow: Tensor) -> tuple[Tensor, Tensor]:
     return xs + flow[:, 0], ys + flow[:, 1]
 
 
-def backward_warp(x: Tensor, flow: Tensor) -> Tensor:
+WARP_MODES = ("bilinear", "bicubic")
+
+
+def backward_warp(x: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
     """Warp ``x`` (N,C,H,W) by ``flow`` (N,2,H,W) or (1,2,H,W): out(p) = x(p + flow(p)).
 
-    Bilinear sampling; out-of-frame samples take the nearest border value (use
+    Bilinear sampling (``mode="bicubic"``: sharper, for images whose texture must survive; it may overshoot
+    the input's range); out-of-frame samples take the nearest border value (use
     ``in_frame_mask`` to find them). Differentiable in ``x`` and ``flow``.
     Coordinates are computed in at least float32 whatever ``x``'s dtype, and
     the result has ``x``'s dtype.
     """
     _check_flow(flow)
+    if mode not in WARP_MODES:
+        raise ValueError(f"unknown warp mode {mode!r}; choose one of {', '.join(WARP_MODES)}")
     if x.dim() != 4:
         raise ValueError(f"x must have shape (N,C,H,W), got {tuple(x.shape)}")
     if x.shape[-2:] != flow.shape[-2:]:
@@ -67,7 +73,7 @@ def backward_warp(x: Tensor, flow: Tensor) -> Tensor:
     px, py = _sample_positions(flow.to(device=x.device, dtype=work))
     grid = torch.stack((2.0 * px / max(width - 1, 1) - 1.0, 2.0 * py / max(height - 1, 1) - 1.0), dim=-1)
     grid = grid.expand(x.shape[0], -1, -1, -1)
-    out = F.grid_sample(x.to(work), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(x.to(work), grid, mode=mode, padding_mode="border", align_corners=True)
     return out.to(x.dtype)
 
 

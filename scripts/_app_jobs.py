@@ -19,7 +19,13 @@ from baselines.rlnst.models import RLNST
 from pipeline.evaluation.metrics import Evaluator
 from pipeline.io.images import ImageReadError, load_image, restore_size
 from pipeline.io.pretrained import CONFIG_FILE, resolve_model_folder
-from pipeline.io.video import VideoInfo, list_videos, read_video, video_info, write_video
+from pipeline.io.video import (
+    VideoInfo,
+    list_videos,
+    read_video,
+    video_info,
+    write_video,
+)
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.codecs import LatentCodec, load_codec
 from pipeline.latents.stylizers import build_stylizer
@@ -35,6 +41,7 @@ RUN_KINDS: dict[str, tuple[str, str]] = {
     RLNST.pretrained_format: ("rlnst", "RL-NST"),
     RLMiniStyler.pretrained_format: ("rlministyler", "RLMiniStyler"),
 }
+DEFAULT_LABEL = "Latent stylizer + the shipped policy (temporally consistent, any style)"
 BASELINE_LABEL = "Latent stylizer, no policy (frame by frame)"
 FLOW_BLEND_LABEL = "Latent stylizer + flow-blend (temporal strength)"
 
@@ -57,9 +64,11 @@ class MethodChoice:
 
 
 def method_choices(runs_dir: Path) -> list[MethodChoice]:
-    """The latent stylizer without and with the flow-blend reference, then every trained run or model folder
-    found directly under ``runs_dir`` (policies, RL-NST and RLMiniStyler models), by name."""
-    choices = [MethodChoice(FLOW_BLEND_LABEL, "flow-blend"), MethodChoice(BASELINE_LABEL, "baseline")]
+    """The latent stylizer with the shipped policy (the default), with the flow-blend reference and without a
+    policy, then every trained run or model folder found directly under ``runs_dir`` (policies, RL-NST and
+    RLMiniStyler models), by name."""
+    choices = [MethodChoice(DEFAULT_LABEL, "policy", "default"), MethodChoice(FLOW_BLEND_LABEL, "flow-blend"),
+               MethodChoice(BASELINE_LABEL, "baseline")]
     for folder in sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []:
         try:
             model_format = json.loads((resolve_model_folder(folder) / CONFIG_FILE).read_text()).get("format")
@@ -143,7 +152,8 @@ class SessionJobs:
 @dataclass(frozen=True)
 class JobRequest:
     """What the page asks for: the input video and style image paths, the method, the style strength
-    (latent-WCT alpha), the temporal strength (the flow-blend factor) and the output width."""
+    (latent-WCT alpha), the temporal strength (the flow-blend factor), the output width and the keyframe
+    spacing (``pipeline.keyframes``; 1: the stylizer on every frame)."""
 
     video: Path
     style: Path
@@ -151,6 +161,7 @@ class JobRequest:
     alpha: float
     temporal: float
     width: int
+    keyframes: int = 1
 
 
 @dataclass
@@ -184,12 +195,12 @@ class Studio:
     _codec: LatentCodec | None = field(default=None, repr=False)
     _evaluator: Evaluator | None = field(default=None, repr=False)
 
-    def components(self, alpha: float) -> Components:
+    def components(self, alpha: float, keyframes: int = 1) -> Components:
         """The methods' shared parts, as ``stylize_video.py`` builds them, with the codec loaded once."""
         if self._codec is None:
             self._codec = load_codec("taef2", device=self.device)
         return Components(build_latent_stylizer(alpha, self._codec, self.device), self.cache, self.device,
-                          flow_model=default_flow_model(self.device), chunk_size=self.chunk_size)
+                          flow_model=default_flow_model(self.device), chunk_size=self.chunk_size, keyframes=keyframes)
 
     def run(self, request: JobRequest, out_dir: Path, on_progress: Callable[[int, int], None],
             on_wait: Callable[[], None]) -> JobResult:
@@ -207,7 +218,7 @@ class Studio:
         start = time.perf_counter()
         style = check_style(request.style).to(self.device)
         source = f"{request.temporal:g}" if request.method.name == "flow-blend" else request.method.source
-        method = load_method(request.method.name, self.components(request.alpha), source)
+        method = load_method(request.method.name, self.components(request.alpha, request.keyframes), source)
         out_dir.mkdir(parents=True, exist_ok=True)
         output = out_dir / f"{request.video.stem}_{request.style.stem}.mp4"
         summary = stylize_file(method, request.video, style, output, size=request.width, max_frames=self.max_frames,

@@ -10,13 +10,20 @@ import signal
 import sys
 import types
 import typing
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from pipeline.latents.stylizers import STYLIZERS, Stylizer, build_stylizer, stylizer_config_class
+from pipeline.latents.codecs import CODEC_NAMES
+from pipeline.latents.stylizers import (
+    STYLIZERS,
+    Stylizer,
+    build_latent_space,
+    build_stylizer,
+    stylizer_config_class,
+)
 
 T = TypeVar("T")
 
@@ -92,8 +99,9 @@ def _argument_options(annotation: Any, where: str) -> tuple[dict[str, Any], bool
 
 
 def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, config_class: type, *,
-                         exclude: Collection[str] = (), prefix: str = "") -> None:
-    """Add a flag per field of dataclass ``config_class`` (but ``exclude``) to ``parser`` (or an argument group).
+                         exclude: Collection[str] = (), prefix: str = "", aliases: Mapping[str, str] = {}) -> None:
+    """Add a flag per field of dataclass ``config_class`` (but ``exclude``) to ``parser`` (or an argument group);
+    ``aliases``: field name -> a second flag for it (e.g. ``{"num_inference_steps": "--steps"}``).
 
     Types come from the annotations: int, float, str; bool as ``--x/--no-x``; ``X | None`` (the text ``none``
     gives None); ``tuple[X, X]`` as two values, ``tuple[X, ...]`` as any number. Fields without a default are
@@ -122,7 +130,8 @@ def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
         elif "type" in options:  # not a --x/--no-x switch
             options["metavar"] = field.name.upper()
         flag = "--" + _dest(prefix, field.name).replace("_", "-")
-        action = parser.add_argument(flag, dest=_dest(prefix, field.name), help=field.metadata["help"], **options)
+        flags = (flag, aliases[field.name]) if field.name in aliases else (flag,)
+        action = parser.add_argument(*flags, dest=_dest(prefix, field.name), help=field.metadata["help"], **options)
         if "%(default)" not in action.help and not action.required:
             action.help += " (default: %(default)s)"
 
@@ -143,19 +152,38 @@ def config_from_args(config_class: type[T], args: argparse.Namespace, prefix: st
     return config_class(**{**config_values(config_class, args, prefix), **overrides})
 
 
+# short flags of the issue's names for stylizer fields (unambiguous: no other stylizer has them)
+STYLIZER_ALIASES: dict[str, dict[str, str]] = {
+    "diffusest": {"model": "--model", "blip_diffusion": "--blip-diffusion", "num_inference_steps": "--steps"},
+}
+
+
 def add_stylizer_arguments(parser: argparse.ArgumentParser, default: str = "latent-wct") -> None:
-    """--stylizer, and each stylizer's config fields as --<stylizer>-<field> flags in a group of their own."""
+    """--stylizer, --codec, and each stylizer's config fields as --<stylizer>-<field> flags in a group of their
+    own (with the short ``STYLIZER_ALIASES``)."""
     parser.add_argument("--stylizer", choices=tuple(STYLIZERS), default=default,
                         help="per-frame stylizer; its settings are the --<stylizer>-* flags (default: %(default)s)")
+    parser.add_argument("--codec", choices=CODEC_NAMES, default=None,
+                        help="latent codec: latent-wct works on any (default taef2), diffusest on its model's VAE "
+                             "(sd-vae, the default)")
     for name, (_, config_class) in STYLIZERS.items():
         add_config_arguments(parser.add_argument_group(f"{name} settings (with --stylizer {name})"), config_class,
-                             prefix=name)
+                             prefix=name, aliases=STYLIZER_ALIASES.get(name, {}))
 
 
-def stylizer_from_args(args: argparse.Namespace, codec=None, device: str | torch.device = "cpu") -> Stylizer:
-    """The stylizer that the flags of ``add_stylizer_arguments`` in ``args`` describe (``build_stylizer``)."""
-    config = config_from_args(stylizer_config_class(args.stylizer), args, prefix=args.stylizer)
-    return build_stylizer(args.stylizer, config, codec=codec, device=device)
+def stylizer_config_from_args(args: argparse.Namespace) -> Any:
+    """The config dataclass of ``--stylizer`` from its --<stylizer>-* flags."""
+    return config_from_args(stylizer_config_class(args.stylizer), args, prefix=args.stylizer)
+
+
+def stylizer_from_args(args: argparse.Namespace, codec=None, device: str | torch.device = "cpu",
+                       precision: str = "auto") -> Stylizer:
+    """The stylizer that the flags of ``add_stylizer_arguments`` in ``args`` describe, on the ``--codec`` loaded
+    at ``precision`` (``build_latent_space``), or on ``codec`` when one is given (a loaded codec)."""
+    config = stylizer_config_from_args(args)
+    if codec is not None:
+        return build_stylizer(args.stylizer, config, codec=codec, device=device)
+    return build_latent_space(args.stylizer, config, args.codec, device=device, precision=precision)
 
 
 # Arguments shared by the baseline trainers (scripts/train_rlnst.py, scripts/train_rlministyler.py).

@@ -46,11 +46,13 @@ from scripts._app_jobs import (  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-NOTES = ("No trained default policy ships yet: the flow-blend reference stands in for it, and trained runs "
-         "(policies, RL-NST, RLMiniStyler) appear in the menu when their folders are under `runs/`. "
-         "Keyframes are not available yet. The download keeps the input's audio where it has one.")
+NOTES = ("The default method refines the latents with the policy that ships with the project (trained for any "
+         "style); the temporal-strength slider sets the flow-blend reference's factor. Trained runs (policies, "
+         "RL-NST, RLMiniStyler) appear in the menu when their folders are under `runs/`. The download keeps the "
+         "input's audio where it has one.")
 LOG = logging.getLogger("vstyle.app")
 MIN_WIDTH, MAX_WIDTH = 64, 512  # the output width slider's range
+MAX_KEYFRAMES = 8  # the keyframe spacing slider's largest value
 BUSY = "A job is already running in this browser session: wait for it to finish or cancel it."
 
 
@@ -136,7 +138,7 @@ def build_app(args: argparse.Namespace, work: Path) -> gr.Blocks:
         return path, path, f"{Path(path).name}: {image.shape[-1]}x{image.shape[-2]} px"
 
     def start(video: str | None, style: str | None, method: str, alpha: float, temporal: float, width: float,
-              request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+              keyframes: float, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Run one job of this browser session: (status, input | result videos, scores, download)."""
         session = request.session_hash or "local"
         if not jobs.begin(session):
@@ -153,7 +155,7 @@ def build_app(args: argparse.Namespace, work: Path) -> gr.Blocks:
                 progress((done, total), desc=f"stylizing, about {left:.0f} s left", unit="frames")
 
             progress(0, desc="loading the method")
-            job = JobRequest(Path(video), Path(style), choices[method], alpha, temporal, int(width))
+            job = JobRequest(Path(video), Path(style), choices[method], alpha, temporal, int(width), int(keyframes))
             result = studio.run(job, Path(tempfile.mkdtemp(dir=work / "jobs")), on_progress,
                                 lambda: progress(0, desc="waiting for another session's job to finish"))
             progress(1.0, desc="scoring the result")
@@ -193,6 +195,9 @@ def build_app(args: argparse.Namespace, work: Path) -> gr.Blocks:
                 alpha = gr.Slider(0, 1, value=1.0, step=0.05, label="Style strength (latent stylizer)")
                 temporal = gr.Slider(0, 1, value=0.5, step=0.05, label="Temporal strength (flow-blend factor)")
                 width = gr.Slider(MIN_WIDTH, MAX_WIDTH, value=args.size, step=8, label="Output width (px)")
+                keyframes = gr.Slider(1, MAX_KEYFRAMES, value=1, step=1, elem_id="keyframes",
+                                      label="Keyframes: stylize every K-th frame, carry it along the motion between "
+                                            "(1 = every frame; larger = faster)")
                 with gr.Row():
                     start_button = gr.Button("Start", variant="primary", elem_id="start")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -215,7 +220,7 @@ def build_app(args: argparse.Namespace, work: Path) -> gr.Blocks:
         style_upload.clear(lambda: use_style(None), None, [style_path, style_preview, style_status])
         style_menu.input(lambda name: use_style(str(styles[name]) if name else None), style_menu,
                          [style_path, style_preview, style_status])
-        start_button.click(start, [video_path, style_path, method, alpha, temporal, width],
+        start_button.click(start, [video_path, style_path, method, alpha, temporal, width, keyframes],
                            [status, input_video, result_video, scores, download], trigger_mode="multiple",
                            concurrency_limit=None, show_progress_on=result_video)
         cancel_button.click(cancel, None, status, concurrency_limit=None, show_progress="hidden")

@@ -43,6 +43,7 @@ from pipeline.io.images import load_image, resize_to_width  # noqa: E402
 from pipeline.io.video import read_video  # noqa: E402
 from pipeline.latents.codecs import load_codec  # noqa: E402
 from pipeline.latents.stylizers import build_stylizer  # noqa: E402
+from pipeline.methods import LatentMethod, stylize_file  # noqa: E402
 from pipeline.stylize import StylizationPipeline  # noqa: E402
 from policies.base import ALGORITHM_MODULES, load_policy, make_algorithm  # noqa: E402
 from policies.env import LatentStyleEnv, prepare_clip, score_frames  # noqa: E402
@@ -199,7 +200,7 @@ def memory_child(video: str, args: argparse.Namespace) -> None:
     policy = get_policy(args, stylizer.codec.latent_channels)
     pipe = StylizationPipeline(stylizer, policy=policy, flow_model=RAFTFlow().to(device))
     out = Path(tempfile.mkdtemp()) / "out.mp4"
-    pipe.stylize_video(video, load_image(args.style).to(device), out, size=args.size, progress=False)
+    stylize_file(LatentMethod(pipe), video, load_image(args.style).to(device), out, size=args.size, progress=False)
     print(json.dumps(peak_memory_mib(device)))
 
 

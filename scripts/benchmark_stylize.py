@@ -39,6 +39,7 @@ from pipeline.io.precision import PRECISIONS  # noqa: E402
 from pipeline.io.video import read_video  # noqa: E402
 from pipeline.latents.codecs import load_codec  # noqa: E402
 from pipeline.latents.stylizers.latent_wct import LatentWCT  # noqa: E402
+from pipeline.methods import LatentMethod, stylize_file  # noqa: E402
 from pipeline.stylize import StylizationPipeline  # noqa: E402
 from rewards.temporal import warping_error  # noqa: E402
 
@@ -76,7 +77,8 @@ def speed(args: argparse.Namespace, workdir: Path, precision: str) -> dict[str, 
             codec.decode(codec.encode(frames))
 
     def end_to_end() -> None:
-        pipe.stylize_video(args.video, style, workdir / "speed.mp4", size=args.size, overwrite=True, progress=False)
+        stylize_file(LatentMethod(pipe), args.video, style, workdir / "speed.mp4", size=args.size, overwrite=True,
+                     progress=False)
 
     # timed in turn, round after round, so that the machine's load affects both alike
     codec_s, e2e_s = alternating_medians([codec_only, end_to_end], repeats=2)
@@ -90,7 +92,7 @@ def memory_child(video: str, style_path: str, size: int, precision: str) -> None
     pipe = StylizationPipeline(LatentWCT(load_codec("taef2", precision=precision)))
     out = Path(tempfile.mkdtemp()) / "out.mp4"
     start = time.perf_counter()
-    pipe.stylize_video(video, load_image(style_path), out, size=size, progress=False)
+    stylize_file(LatentMethod(pipe), video, load_image(style_path), out, size=size, progress=False)
     print(json.dumps({"peak_rss_mib": peak_rss_mib(), "seconds": time.perf_counter() - start}))
 
 

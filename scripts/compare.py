@@ -1,6 +1,8 @@
 """Compare stylization methods against the frame-by-frame baseline on test clips, and write a report folder.
 
-Methods: baseline (frame-by-frame latent WCT), flow-blend (non-learned reference), trained policies
+The latent space is --stylizer (latent-wct, diffusest: its settings are the --<stylizer>-* flags) on --codec;
+--keyframes K runs the stylizer on every K-th frame only (pipeline/keyframes.py), for every latent method.
+Methods: baseline (frame by frame), flow-blend (non-learned reference), trained policies
 (--policy NAME=RUN[,RUN2,...]: one run folder or checkpoint per training seed) and RL-NST models
 (--rlnst NAME=CHECKPOINT[,...]: run only on the style each was trained for) and RLMiniStyler models
 (--rlministyler NAME=CHECKPOINT[,...]: any style). Default: the shared test
@@ -32,9 +34,10 @@ from pipeline.evaluation.comparison import (  # noqa: E402
     build_methods,
     run_comparison,
 )
-from pipeline.methods import DEFAULT_FLOW_BLEND, METHODS  # noqa: E402
+from pipeline.latents.stylizers import stylizer_config_class  # noqa: E402
+from pipeline.methods import DEFAULT_FLOW_BLEND, KEYFRAME_FLOWS, METHODS  # noqa: E402
 from rewards.clip_score import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
-from scripts._cli import run_cli  # noqa: E402
+from scripts._cli import add_stylizer_arguments, config_values, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="write into a report folder that is not empty")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--keyframes", type=int, default=1, metavar="K",
+                        help="latent methods: the stylizer on every K-th frame, propagated between (default 1: all)")
+    parser.add_argument("--keyframe-flow", choices=KEYFRAME_FLOWS, default=KEYFRAME_FLOWS[0],
+                        help="the content flow that propagates keyframes (default: %(default)s)")
+    add_stylizer_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -78,11 +86,13 @@ def main(argv: list[str] | None = None) -> dict:
     requests = {name: getattr(args, name.replace("-", "_")) for name in sourced}
     steps = {name: getattr(args, f"{name.replace('-', '_')}_steps") for name in sourced if METHODS[name].steps}
     methods = build_methods(requests, flow_blends, steps)
+    stylizer_options = config_values(stylizer_config_class(args.stylizer), args, prefix=args.stylizer)
     config = CompareConfig(
         out=args.out, clips=args.clips, styles=args.styles, width=args.width, max_frames=args.max_frames or None,
         device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache, clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained, use_clip=not args.no_clip, seed=args.seed, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, stylizer=args.stylizer, stylizer_options=stylizer_options, codec=args.codec,
+        keyframes=args.keyframes, keyframe_flow=args.keyframe_flow,
     )
     results = run_comparison(config, methods)
     print(f"wrote {Path(args.out) / 'index.html'} ({len(results['items'])} evaluations); tables in {Path(args.out) / 'results.md'}")

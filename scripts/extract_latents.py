@@ -7,6 +7,9 @@ one per chunk of ``--chunk`` frames from the start of each clip: the default
 
     python scripts/extract_latents.py --videos ../shared/data/videos/train \
         --style ../shared/data/styles/starry_night.jpg --size 128 [--latent-wct-alpha 0.8]
+    python scripts/extract_latents.py --videos DIR --style S --stylizer diffusest --model SD15_DIR [--blip-diffusion B]
+
+The latent space is --stylizer on --codec (as train_policy.py takes them: give the same flags to both).
 """
 
 from __future__ import annotations

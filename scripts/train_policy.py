@@ -1,4 +1,5 @@
-"""Train a residual-latent policy for one style on a folder of clips (REINFORCE or SAC).
+"""Train a residual-latent policy for one style, or one policy for several (any style), on a folder of clips
+(REINFORCE or SAC).
 
 Writes a run folder: config.json, the resumable checkpoint (written after every epoch), the last and
 best policies (use with stylize_video.py --policy RUN), episodes.csv / epochs.csv and curves.png.
@@ -7,13 +8,16 @@ Flags: the run settings are the fields of policies.train.TrainConfig; the algori
 fields of the chosen algorithm's config dataclasses, prefixed by its name (--reinforce-lr applies with
 --algo reinforce, --sac-lr with --algo sac; the other algorithm's flags are ignored). Their defaults are
 the default agent: REINFORCE on flow observations with the blend head over the pixel-space warp,
-starting at a flow-blend of factor 0.7 (policies/reinforce.py).
+starting at a flow-blend of factor 0.7 (policies/reinforce.py). The latent space is --stylizer and --codec,
+with the stylizer's settings as --<stylizer>-* flags (scripts/_cli.py); config.json records them all.
 
 Examples:
     python scripts/train_policy.py --style ../shared/data/styles/starry_night.jpg
+    python scripts/train_policy.py --style ../shared/data/styles/{starry_night,udnie,mondrian}.jpg  # any-style
     python scripts/train_policy.py --style s.jpg --obs pair --epochs 20 --out runs/pair
     python scripts/train_policy.py --style s.jpg --out runs/pair --epochs 40 --resume
     python scripts/train_policy.py --style s.jpg --reinforce-head residual --reinforce-flow-warp latent  # from the baseline
+    python scripts/train_policy.py --style s.jpg --stylizer diffusest --model SD15 --blip-diffusion BLIP  # SD latents
     torchrun --nproc_per_node 2 scripts/train_policy.py --style s.jpg --device cpu   # 2 CPU processes
     accelerate launch --multi_gpu --num_processes 4 scripts/train_policy.py --style s.jpg  # 4 GPUs
 
@@ -32,9 +36,16 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.latents.stylizers import stylizer_config_class  # noqa: E402
 from policies.base import ALGORITHM_MODULES, algorithm_module  # noqa: E402
 from policies.train import TrainConfig, train  # noqa: E402
-from scripts._cli import add_config_arguments, config_from_args, config_values, run_cli  # noqa: E402
+from scripts._cli import (  # noqa: E402
+    add_config_arguments,
+    add_stylizer_arguments,
+    config_from_args,
+    config_values,
+    run_cli,
+)
 
 # set by make_algorithm from the run, not flags
 ALGORITHM_SET_FIELDS = ("latent_channels", "observation")
@@ -44,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None,
                         help="run folder (default runs/<style>-<algo>-<obs>-s<seed>); refused if it holds a run, see --resume")
-    add_config_arguments(parser, TrainConfig, exclude=("out", "algo_options", "codec", "stylizer"))
+    add_config_arguments(parser, TrainConfig, exclude=("out", "algo_options", "codec", "stylizer", "stylizer_options"))
+    add_stylizer_arguments(parser)
     parser.set_defaults(device="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     for name in ALGORITHM_MODULES:
@@ -56,10 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The run's settings from the parsed flags; ``algo_options``: every field of ``--algo``'s config dataclasses."""
-    out = args.out or str(Path("runs") / f"{Path(args.style).stem}-{args.algo}-{args.obs}-s{args.seed}")
+    styles = "+".join(Path(style).stem for style in args.style) if len(args.style) <= 3 else f"{len(args.style)}styles"
+    out = args.out or str(Path("runs") / f"{styles}-{args.algo}-{args.obs}-s{args.seed}")
     options = {name: value for config_class in algorithm_module(args.algo).CONFIG_CLASSES
                for name, value in config_values(config_class, args, prefix=args.algo).items()}
-    return config_from_args(TrainConfig, args, out=out, algo_options=options)
+    stylizer_options = config_values(stylizer_config_class(args.stylizer), args, prefix=args.stylizer)
+    return config_from_args(TrainConfig, args, out=out, algo_options=options, stylizer_options=stylizer_options)
 
 
 def main(argv: list[str] | None = None) -> dict:

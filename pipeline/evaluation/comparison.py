@@ -4,7 +4,8 @@ Methods come from the registry ``pipeline.methods.METHODS`` (``MethodSpec``: a l
 source per training seed): the frame-by-frame ``baseline``, ``flow-blend`` references, trained ``policy``
 runs, ``rlnst`` models (run only on the style they were trained for) and ``rlministyler`` models.
 
-All latent methods share one ``pipeline.methods.Components`` (stylizer, latent cache, flow model), so the
+All latent methods share one ``pipeline.methods.Components`` (the stylizer on its codec, as ``CompareConfig``
+names them, the latent cache, the flow model, the keyframe spacing), so the
 baseline latents of a (clip, style) are computed once. Every output is scored by
 ``pipeline.evaluation.metrics.Evaluator`` against the content (content flows computed once per clip).
 ``summarize`` turns the per-item scores into means with 95% confidence intervals over clips (clip x style
@@ -31,9 +32,16 @@ from pipeline.io.files import shared_data_dir
 from pipeline.io.images import load_image, resize_to_width
 from pipeline.io.video import read_video
 from pipeline.latents.cache import LatentCache
-from pipeline.latents.codecs import load_codec
-from pipeline.latents.stylizers import build_stylizer
-from pipeline.methods import DEFAULT_FLOW_BLEND, METHODS, Components, Method, load_method, parse_flow_blend
+from pipeline.latents.stylizers import build_latent_space, stylizer_config_class
+from pipeline.methods import (
+    DEFAULT_FLOW_BLEND,
+    METHODS,
+    Components,
+    Method,
+    check_source,
+    load_method,
+    parse_flow_blend,
+)
 from rewards.clip_score import load_clip
 from rewards.flow import MemoFlow, default_flow_model
 from rewards.reward import RewardScales, RewardWeights, combined_reward
@@ -85,8 +93,7 @@ def build_methods(requests: Mapping[str, Sequence[str]] | None = None, flow_blen
             if label in RESERVED:
                 raise ValueError(f"method name {label!r} is reserved; choose another NAME")
             for source in sources:
-                if not Path(source).exists():
-                    raise FileNotFoundError(f"{label}: {source} does not exist")
+                check_source(method, source)
             methods.append(MethodSpec(label, method, sources, (steps or {}).get(method)))
     labels = [m.label for m in methods]
     if len(set(labels)) < len(labels):
@@ -112,6 +119,11 @@ class CompareConfig:
     seed: int = 0
     overwrite: bool = False
     progress: bool = True
+    stylizer: str = "latent-wct"
+    stylizer_options: dict[str, Any] = field(default_factory=dict)  # fields of the stylizer's config dataclass
+    codec: str | None = None  # None: the stylizer's default
+    keyframes: int = 1
+    keyframe_flow: str = "farneback"
 
     def __post_init__(self) -> None:
         if self.width < 32:
@@ -246,11 +258,13 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
     if len(styles) != len(config.styles):
         raise ValueError("two styles share a file name; style names (file stems) must differ")
     clips = load_clips(config.clips, config.width, config.max_frames)
-    codec = load_codec("taef2", device=device)
-    stylizer = build_stylizer("latent-wct", codec=codec, device=device)
+    stylizer = build_latent_space(config.stylizer, stylizer_config_class(config.stylizer)(**config.stylizer_options),
+                                  config.codec, device=device)
+    codec = stylizer.codec
     cache = LatentCache(config.cache_dir) if config.use_cache else None
     flow_model = MemoFlow(default_flow_model(device))
-    runs = prepare_methods(methods, Components(stylizer, cache, device, flow_model))
+    runs = prepare_methods(methods, Components(stylizer, cache, device, flow_model, keyframes=config.keyframes,
+                                                    keyframe_flow=config.keyframe_flow))
     clip = load_clip(config.clip_model, config.clip_pretrained, device) if config.use_clip else None
     evaluator = Evaluator(device, clip=clip, flow_model=flow_model, cache_flows=True)
     folder = report.prepare_folder(config.out, config.overwrite)

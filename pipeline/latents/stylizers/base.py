@@ -14,13 +14,15 @@ from pipeline.io.files import tensor_digest
 class Stylizer(ABC):
     """Stylizes each frame on its own into a codec's latent space.
 
-    Subclasses set ``name`` and ``codec`` (a ``pipeline.latents.codecs.LatentCodec``),
+    Subclasses set ``name``, ``codecs`` (and ``owns_codec``) and ``codec`` (a ``pipeline.latents.codecs.LatentCodec``),
     implement ``from_config`` (what ``build_stylizer`` calls), ``prepare_style`` (what depends on the style image only,
     computed once per style) and ``stylize_prepared``, and report their
     settings in ``config`` (part of the latent cache key).
     """
 
     name: str
+    codecs: tuple[str, ...]  # the codec names (``pipeline.latents.codecs.CODEC_NAMES``) it works on, default first
+    owns_codec: bool = False  # it loads its codec itself (``from_config`` takes none)
 
     def __init__(self, codec) -> None:
         self.codec = codec

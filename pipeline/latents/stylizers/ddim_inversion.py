@@ -16,6 +16,7 @@ scheduler retraces the inverted trajectory.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import torch
@@ -68,6 +69,7 @@ def ddim_invert(
     cond: Tensor,
     num_steps: int,
     stop_at: int | None = None,
+    keep: Collection[int] | None = None,
 ) -> dict[int, Tensor]:
     """Invert clean ``latents`` (N,C,h,w) along the ``num_steps``-step DDIM schedule.
 
@@ -76,9 +78,11 @@ def ddim_invert(
     uses); cond: encoder hidden states (1 or N, L, D) used at every step.
     stop_at: when given, stop after the latent of the first timestep >= stop_at
     (callers that need only the less noisy part of the trajectory).
-    Returns {timestep: latent (N,C,h,w) float32 on the UNet's device at that noise level} for the
-    sampling timesteps only, in ascending order of timestep; the largest one is
-    the inverted noise x_T that sampling starts from.
+    keep: the timesteps whose latents are returned (None: all of the ``num_steps`` schedule), e.g. a 50-step
+    sampling schedule's out of a finer 999-step inversion (Plug-and-Play's and DiffuseST's releases).
+    Returns {timestep: latent (N,C,h,w) float32 on the UNet's device at that noise level} for those
+    timesteps, in ascending order of timestep; the largest one is the inverted noise x_T that sampling
+    starts from.
     """
     check_ddim_scheduler(scheduler)
     if latents.ndim != 4:
@@ -97,7 +101,8 @@ def ddim_invert(
         clean = (current - (1 - alpha_prev).sqrt() * noise) / alpha_prev.sqrt()
         alpha = alphas[timestep]
         current = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
-        trajectory[timestep] = current
+        if keep is None or timestep in keep:
+            trajectory[timestep] = current
         if stop_at is not None and timestep >= stop_at:
             break
     return trajectory

@@ -32,6 +32,24 @@ the paper's text was not at hand). PnP's own defaults, for reference:
 features on up_blocks.1.resnets.1 over the first 80% of the steps,
 queries/keys over the first 50%.
 
+Where this port differs from the release (run.py / pnp_style.py, as mirrored in public forks), and why:
+
+- Sampling: the release samples with the BLIP-Diffusion checkpoint's PNDM scheduler (50 steps) from latents
+  inverted over ``ddpm_steps`` = 999 steps. Here sampling is DDIM (``ddim_from_config`` of the model's
+  scheduler config): the source branches replay the stored inverted latent of each sampling timestep, which
+  is exact only for the deterministic first-order DDIM update that the inversion reverses; PNDM's
+  multistep update does not retrace that trajectory. The inversion length is configurable
+  (``inversion_steps``, up to the release's 999; its timesteps must include the sampling ones).
+- Step ranges: in the mirror read here (omkarh20/DiffuseST) the source row is the content's at the steps
+  of ``content_step = timesteps[:int(ddpm_steps * alpha)]`` and the style's at the others; with
+  ddpm_steps 999 and alpha 0.1 that is the first 99 entries of the 50-step schedule, i.e. every step, so
+  the style latents would never enter. The defaults here follow the method as its README describes
+  (alpha = the fraction with style injection): content first, style over the last 10%, each range
+  configurable.
+- Guidance: as the release, 7.5 with the unconditional row without the style tokens; its negative
+  prompt is ``RELEASE_NEGATIVE_PROMPT`` (``negative_prompt="release"``); the default here is the empty
+  prompt of plain classifier-free guidance.
+
 Each frame is encoded and stylized on its own, so its latent depends only on
 that frame, the style image and the settings, not on the batch it came in
 (deterministic DDIM, eta = 0 by default; with eta > 0 the noise generator is
@@ -55,6 +73,7 @@ from pipeline.io.images import restore_size, to_uint8
 from pipeline.io.weights import WeightsNotFoundError
 from pipeline.latents.codecs import load_codec
 from pipeline.latents.stylizers.base import Stylizer
+from pipeline.latents.stylizers.blip_qformer import qformer_class
 from pipeline.latents.stylizers.ddim_inversion import ddim_from_config, ddim_invert
 from pipeline.latents.stylizers.pnp_injection import (
     InjectionRecord,
@@ -68,6 +87,11 @@ SD15_ATTENTION_LAYERS = ("up_blocks.1.attentions.1", "up_blocks.1.attentions.2")
     f"up_blocks.{block}.attentions.{layer}" for block in (2, 3) for layer in range(3)
 )
 StepRange = tuple[float, float]
+RELEASE = "release"
+# the negative prompt of DiffuseST's released pnp_style.py (PnP's was "ugly, blurry, black, low res, unrealistic")
+RELEASE_NEGATIVE_PROMPT = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, worst "
+                           "quality, low quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, bad anatomy, "
+                           "bad proportions, deformed, blurry, duplicate")
 
 
 @dataclass(frozen=True)
@@ -83,7 +107,10 @@ class DiffuseSTConfig:
         "help": "Stable Diffusion 1.5 class model: hub id or local diffusers folder"})
     blip_diffusion: str | None = field(default=None, metadata={
         "help": "BLIP-Diffusion checkpoint whose Q-Former embeds the style image (none: condition on the prompt)"})
-    num_inference_steps: int = field(default=50, metadata={"help": "DDIM steps, for the inversions and the sampling"})
+    num_inference_steps: int = field(default=50, metadata={"help": "DDIM sampling steps"})
+    inversion_steps: int | None = field(default=None, metadata={
+        "help": "DDIM inversion steps; their timesteps must include the sampling ones (none: num_inference_steps; "
+                "the release: 999)"})
     content_feature_range: StepRange = field(default=(0.0, 0.9), metadata={
         "help": "step range (start end) injecting the content branch's decoder ResBlock features"})
     content_attention_range: StepRange = field(default=(0.0, 0.9), metadata={
@@ -98,7 +125,8 @@ class DiffuseSTConfig:
         "help": "classifier-free guidance of the output branch (<= 1: none)"})
     prompt: str = field(default="a painting", metadata={
         "help": "output-branch text when no style encoder is given (describe the style)"})
-    negative_prompt: str = field(default="", metadata={"help": "the unconditional text of guidance"})
+    negative_prompt: str = field(default="", metadata={
+        "help": f"the unconditional text of guidance ('{RELEASE}': the DiffuseST release's)"})
     inversion_prompt: str = field(default="", metadata={
         "help": "conditioning of the inversions and of the source branches"})
     eta: float = field(default=0.0, metadata={"help": "DDIM stochasticity of the output branch (0 = deterministic)"})
@@ -107,6 +135,11 @@ class DiffuseSTConfig:
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {self.num_inference_steps}")
+        if self.inversion_steps is not None and self.inversion_steps < self.num_inference_steps:
+            raise ValueError(f"inversion_steps must be at least num_inference_steps ({self.num_inference_steps}), "
+                             f"got {self.inversion_steps}")
+        if self.negative_prompt == RELEASE:
+            object.__setattr__(self, "negative_prompt", RELEASE_NEGATIVE_PROMPT)
         for name in ("content_feature_range", "content_attention_range", "style_attention_range"):
             value = tuple(float(v) for v in getattr(self, name))
             if len(value) != 2 or not 0.0 <= value[0] <= value[1] <= 1.0:
@@ -185,10 +218,12 @@ class BlipDiffusionStyleEncoder(nn.Module):
     uses an empty subject and prompt. forward: (1,3,H,W) in [0,1] -> (1,L,D)
     encoder hidden states for the UNet.
 
-    Untested here: diffusers' BLIP-Diffusion Q-Former (deprecated since
-    diffusers 0.36) calls PreTrainedModel methods that transformers 5 removed,
-    and diffusers 0.42 cannot run with transformers 4 (huggingface_hub
-    conflict); tests/test_diffusest.py runs it where the versions allow.
+    diffusers' BLIP-Diffusion Q-Former (deprecated since diffusers 0.36)
+    calls two PreTrainedModel methods that transformers 5 removed (and
+    diffusers 0.42 cannot run with transformers 4: huggingface_hub
+    conflict), and it calls transformers' Q-Former attention with the
+    transformers 4 signature; ``blip_qformer.qformer_class`` adapts both, so
+    the checkpoint loads and runs unchanged.
     """
 
     def __init__(self, qformer: nn.Module, text_encoder: nn.Module, tokenizer, image_processor, ctx_begin_pos: int = 2,
@@ -221,7 +256,7 @@ class BlipDiffusionStyleEncoder(nn.Module):
         what = "BLIP-Diffusion style encoder"
         settings = _load_component(lambda path, subfolder: BlipDiffusionPipeline.load_config(path), source, None, what)
         return cls(
-            qformer=_load_component(blip.Blip2QFormerModel.from_pretrained, source, "qformer", what),
+            qformer=_load_component(qformer_class(blip).from_pretrained, source, "qformer", what),
             text_encoder=_load_component(blip.ContextCLIPTextModel.from_pretrained, source, "text_encoder", what),
             tokenizer=_load_component(CLIPTokenizer.from_pretrained, source, "tokenizer", what),
             image_processor=_load_component(blip.BlipImageProcessor.from_pretrained, source, "image_processor", what),
@@ -257,6 +292,8 @@ class DiffuseSTStylizer(Stylizer):
     """
 
     name = "diffusest"
+    codecs = ("sd-vae",)  # its model's own VAE
+    owns_codec = True
 
     def __init__(self, unet: nn.Module, scheduler, codec, text_encoder: nn.Module, tokenizer,
                  style_encoder: nn.Module | None = None, config: DiffuseSTConfig | None = None) -> None:
@@ -270,6 +307,7 @@ class DiffuseSTStylizer(Stylizer):
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.style_encoder = style_encoder.eval().requires_grad_(False) if style_encoder is not None else None
+        self._check_inversion_schedule()
         self.injector = PnPInjector(unet, self.cfg.feature_layers, self.cfg.attention_layers)
         self.last_injections: list[InjectionRecord] = []
         self._prompts: dict[str, Tensor] = {}
@@ -320,6 +358,32 @@ class DiffuseSTStylizer(Stylizer):
     def device(self) -> torch.device:
         return self.unet.device
 
+    def _timesteps(self, steps: int) -> list[int]:
+        """The DDIM timesteps of a ``steps``-step schedule of this model (noisiest first); sets the scheduler."""
+        self.scheduler.set_timesteps(steps)
+        return self.scheduler.timesteps.tolist()
+
+    def _check_inversion_schedule(self) -> None:
+        """The inversion schedule must pass through every sampling timestep and stay within the training ones."""
+        inversion = self._timesteps(self.cfg.inversion_steps or self.cfg.num_inference_steps)
+        missing = sorted(set(self._timesteps(self.cfg.num_inference_steps)) - set(inversion))
+        if missing or max(inversion) >= self.scheduler.config.num_train_timesteps:
+            raise ValueError(
+                f"inversion_steps {self.cfg.inversion_steps} gives DDIM timesteps {inversion[-1]}..{inversion[0]}, "
+                + (f"missing the sampling timesteps {missing[:5]} of num_inference_steps {self.cfg.num_inference_steps}"
+                   if missing else f"beyond the model's {self.scheduler.config.num_train_timesteps} training timesteps")
+                + "; use a multiple of num_inference_steps that divides the training timesteps, or 999")
+
+    def _invert(self, latent: Tensor, stop_at: int | None = None) -> dict[int, Tensor]:
+        """The inverted latents of ``latent`` (1,C,h,w) at the sampling timesteps (``ddim_invert``'s result) over
+        ``inversion_steps``; the scheduler is left set to the sampling schedule."""
+        sampling = self._timesteps(self.cfg.num_inference_steps)
+        trajectory = ddim_invert(self.unet, self.scheduler, latent, self.encode_prompt(self.cfg.inversion_prompt),
+                                 self.cfg.inversion_steps or self.cfg.num_inference_steps, stop_at=stop_at,
+                                 keep=set(sampling))
+        self.scheduler.set_timesteps(self.cfg.num_inference_steps)
+        return trajectory
+
     def config(self) -> dict[str, Any]:
         style = None
         if self.style_encoder is not None:
@@ -367,19 +431,16 @@ class DiffuseSTStylizer(Stylizer):
             return {}
         if size not in style.trajectories:
             latent = self.codec.encode(fit_style(style.image, size)).to(self.device)
-            self.scheduler.set_timesteps(self.cfg.num_inference_steps)
-            stop_at = int(self.scheduler.timesteps[steps[0]])
-            style.trajectories[size] = ddim_invert(self.unet, self.scheduler, latent,
-                                                   self.encode_prompt(self.cfg.inversion_prompt),
-                                                   self.cfg.num_inference_steps, stop_at=stop_at)
+            stop_at = self._timesteps(self.cfg.num_inference_steps)[steps[0]]
+            style.trajectories[size] = self._invert(latent, stop_at=stop_at)
         return style.trajectories[size]
 
     def _stylize_latent(self, latent: Tensor, style: dict[int, Tensor], style_cond: Tensor) -> Tensor:
         """The output branch's final latent (1,C,h,w) for one content latent (1,C,h,w)."""
         cfg = self.cfg
         source_cond = self.encode_prompt(cfg.inversion_prompt)
-        content = ddim_invert(self.unet, self.scheduler, latent, source_cond, cfg.num_inference_steps)
-        timesteps = self.scheduler.timesteps.tolist()  # set to num_inference_steps by ddim_invert
+        content = self._invert(latent)
+        timesteps = self.scheduler.timesteps.tolist()  # the sampling schedule, as _invert leaves it
         guided = cfg.guidance_scale > 1.0
         output_cond = torch.cat([self.encode_prompt(cfg.negative_prompt), style_cond]) if guided else style_cond
         features, query_key, key_value = (set(cfg.steps(r)) for r in (

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pipeline.io.images import resize_to_width
-from pipeline.latents.codecs import load_codec
+from pipeline.latents.codecs import CODEC_NAMES, load_codec
 from pipeline.latents.stylizers.base import Stylizer
 from rewards.style import GramStyleLoss, perceptual_loss_from_features
 from rewards.vgg import VGG16Features
@@ -74,6 +74,7 @@ class LatentWCT(Stylizer):
     """Per-frame WCT of latent channel statistics, with optional latent refinement."""
 
     name = "latent-wct"
+    codecs = CODEC_NAMES
 
     def __init__(self, codec, config: LatentWCTConfig | None = None, vgg: VGG16Features | None = None) -> None:
         super().__init__(codec)

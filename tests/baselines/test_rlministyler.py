@@ -56,6 +56,7 @@ def trained_run(tmp_path_factory, data_dir: Path):
     return config, train(config, log=None)
 
 
+@pytest.mark.fast
 def test_parameter_count_matches_the_paper() -> None:
     model = RLMiniStyler()
     total = count_parameters(model)

@@ -51,6 +51,7 @@ def _policy(kind: str, gate: float = 0.0) -> ReinforcePolicy:
     return policy.eval()
 
 
+@pytest.mark.fast
 def test_observation_channels():
     assert observation_channels("pair", 32) == 64
     assert observation_channels("flow", 4) == 13
@@ -141,6 +142,7 @@ def test_save_and_load(tmp_path, clip):
     assert load_policy(tmp_path / "small").config.hidden == 8
 
 
+@pytest.mark.fast
 def test_load_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder .*nope does not exist"):
         load_policy(tmp_path / "nope")
@@ -168,6 +170,7 @@ def test_load_errors(tmp_path):
         load_policy(small)
 
 
+@pytest.mark.fast
 def test_make_algorithm_errors():
     with pytest.raises(ValueError, match="unknown algorithm 'ppo'; choose one of reinforce, sac"):
         make_algorithm("ppo", "flow", 32)

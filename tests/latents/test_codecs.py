@@ -201,6 +201,7 @@ def test_sd_vae_shift_factor_and_constructed_model(small_frames: torch.Tensor) -
         load_codec("taesd", model=vae)
 
 
+@pytest.mark.fast
 def test_missing_models_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(WeightsNotFoundError, match=r"vstyle-missing/no-such-vae.*model="):
         load_codec("sd-vae", model="vstyle-missing/no-such-vae")
@@ -211,6 +212,7 @@ def test_missing_models_give_clear_errors(tmp_path: Path) -> None:
         load_codec("sd-vae", model=tmp_path / "empty")
 
 
+@pytest.mark.fast
 def test_default_hub_model_offline_error() -> None:
     from huggingface_hub import try_to_load_from_cache
 

@@ -11,6 +11,7 @@ from torch import nn
 from policies.sac_core import EntropyTemperature, ReplayBuffer, TwinCritic, polyak_update, twin_q_target
 
 
+@pytest.mark.fast
 def test_polyak_update_moves_target_by_tau_and_copies_buffers() -> None:
     source, target = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
     with torch.no_grad():
@@ -28,6 +29,7 @@ def test_polyak_update_moves_target_by_tau_and_copies_buffers() -> None:
     assert torch.equal(target.weight, source.weight)
 
 
+@pytest.mark.fast
 def test_polyak_update_rejects_bad_tau_and_mismatched_modules() -> None:
     with pytest.raises(ValueError, match="tau"):
         polyak_update(nn.Linear(2, 2), nn.Linear(2, 2), tau=1.5)
@@ -40,6 +42,7 @@ def _transitions(start: int, count: int) -> dict[str, torch.Tensor]:
     return {"obs": ids.view(-1, 1, 1).expand(-1, 2, 2).clone(), "reward": ids}
 
 
+@pytest.mark.fast
 def test_replay_buffer_keeps_the_newest_transitions_up_to_capacity() -> None:
     buffer = ReplayBuffer(capacity=5, seed=0)
     buffer.add(**_transitions(0, 3))
@@ -53,6 +56,7 @@ def test_replay_buffer_keeps_the_newest_transitions_up_to_capacity() -> None:
     assert torch.equal(batch["obs"][:, 0, 0], batch["reward"])
 
 
+@pytest.mark.fast
 def test_replay_buffer_sampling_is_seeded_and_distinct() -> None:
     def draws(seed: int) -> list[list[float]]:
         buffer = ReplayBuffer(capacity=100, seed=seed)
@@ -66,6 +70,7 @@ def test_replay_buffer_sampling_is_seeded_and_distinct() -> None:
     assert first[0] != first[1], "successive batches differ"
 
 
+@pytest.mark.fast
 def test_replay_buffer_errors_and_state_dict_round_trip() -> None:
     buffer = ReplayBuffer(capacity=4, seed=1)
     buffer.add(**_transitions(0, 3))
@@ -83,6 +88,7 @@ def test_replay_buffer_errors_and_state_dict_round_trip() -> None:
     assert copy.sample(3)["reward"].tolist() == buffer.sample(3)["reward"].tolist()
 
 
+@pytest.mark.fast
 def test_alpha_grows_when_entropy_is_below_target_and_shrinks_above() -> None:
     temperature = EntropyTemperature(target_entropy=-1.0, init_alpha=0.5)
     assert math.isclose(temperature.alpha.item(), 0.5, rel_tol=1e-6)
@@ -102,6 +108,7 @@ def test_alpha_grows_when_entropy_is_below_target_and_shrinks_above() -> None:
     assert log_prob.grad is None
 
 
+@pytest.mark.fast
 def test_twin_q_target_uses_the_smaller_q_and_the_entropy_bonus() -> None:
     reward = torch.tensor([1.0, 1.0])
     done = torch.tensor([0.0, 1.0])
@@ -113,6 +120,7 @@ def test_twin_q_target_uses_the_smaller_q_and_the_entropy_bonus() -> None:
         twin_q_target(reward, done, q1, q2, log_prob[:1], alpha=0.5, gamma=0.9)
 
 
+@pytest.mark.fast
 def test_twin_critic_builds_two_independent_critics_from_its_factory() -> None:
     class Bilinear(nn.Module):  # Q(s, a) = <W s, a>
         def __init__(self) -> None:

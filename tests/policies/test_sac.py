@@ -84,6 +84,7 @@ def flat(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
+@pytest.mark.fast
 def test_tanh_gaussian_log_prob_matches_torch() -> None:
     mean, log_std = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 4, 5) * 0.5 - 0.5
     plan, log_prob = tanh_gaussian_sample(mean, log_std)
@@ -207,6 +208,7 @@ def test_checkpoint_and_policy_round_trip(transitions, tmp_path: Path) -> None:
     assert torch.equal(flat(learner.critic), flat(resumed.critic))
 
 
+@pytest.mark.fast
 def test_bad_options() -> None:
     with pytest.raises(TypeError, match="unknown SAC option"):
         agent(learning_rate=1e-3)

@@ -147,6 +147,7 @@ def test_existing_report_is_refused_without_overwrite(report, data_dir):
         main(["--out", str(folder), "--clips", str(data_dir / "videos" / "test" / "wolf.mp4"), "--quiet"])
 
 
+@pytest.mark.fast
 def test_method_arguments_are_checked(tmp_path):
     assert parse_named_sources("rl=a,b", "--policy") == ("rl", ("a", "b"))
     for bad in ("rl", "=a", "rl=", "rl=,"):

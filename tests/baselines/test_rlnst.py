@@ -34,6 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZES = [(64, 64), (96, 128), (36, 52)]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("video", [False, True])
 @pytest.mark.parametrize("size", SIZES)
 def test_step_shapes_and_action_size(video: bool, size: tuple[int, int]) -> None:
@@ -55,12 +56,14 @@ def test_step_shapes_and_action_size(video: bool, size: tuple[int, int]) -> None
     assert q1.shape == q2.shape == (2,)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("size", [(66, 64), (64, 30), (4, 4)])
 def test_sizes_not_divisible_by_4_are_refused_clearly(size: tuple[int, int]) -> None:
     with pytest.raises(ValueError, match="multiples of 4"):
         RLNST().step(torch.rand(1, 3, *size))
 
 
+@pytest.mark.fast
 def test_parameter_counts_match_the_paper() -> None:
     image = count_parameters(RLNST(RLNSTConfig(video=False)))
     video = count_parameters(RLNST(RLNSTConfig(video=True)))
@@ -68,6 +71,7 @@ def test_parameter_counts_match_the_paper() -> None:
     assert video > image  # plus the step-wise and frame-wise ConvGRUs
 
 
+@pytest.mark.fast
 def test_deterministic_step_uses_the_mean() -> None:
     model = RLNST()
     state = torch.rand(1, 3, 32, 32)
@@ -77,6 +81,7 @@ def test_deterministic_step_uses_the_mean() -> None:
     assert not torch.equal(model.step(state).action, first.mean)
 
 
+@pytest.mark.fast
 def test_frame_wise_hidden_state_is_carried_within_a_clip_and_reset_between_clips() -> None:
     model = RLNST(RLNSTConfig(video=True)).eval()
     clip_a, clip_b = torch.rand(3, 3, 32, 32), torch.rand(2, 3, 32, 32)
@@ -92,6 +97,7 @@ def test_frame_wise_hidden_state_is_carried_within_a_clip_and_reset_between_clip
     assert torch.allclose(joined[3:], carried_b, atol=1e-6)
 
 
+@pytest.mark.fast
 def test_image_model_treats_frames_independently_and_pads_any_size() -> None:
     model = RLNST().eval()
     frames = torch.rand(3, 3, 30, 42)
@@ -109,6 +115,7 @@ def _translation(n: int, h: int, w: int, dx: int, dy: int) -> torch.Tensor:
     return flow
 
 
+@pytest.mark.fast
 def test_compound_regularisation_is_zero_for_identity_and_translation() -> None:
     images = torch.rand(2, 3, 40, 48)
     flow = _translation(2, 40, 48, dx=3, dy=-2)
@@ -128,6 +135,7 @@ def test_compound_regularisation_is_zero_for_identity_and_translation() -> None:
     assert compound_regularization(lambda x: x, images, flow, noise) > 0
 
 
+@pytest.mark.fast
 def test_random_smooth_flow_is_smooth_shifted_and_seeded() -> None:
     config = CompoundRegularizationConfig()
     flows = random_smooth_flow(16, 256, 320, config, torch.Generator().manual_seed(0))
@@ -314,6 +322,7 @@ def test_non_finite_loss_stops_training_with_a_clear_message(tmp_path: Path, dat
         train(_tiny_config(data_dir, tmp_path / "reward"), log=None)
 
 
+@pytest.mark.fast
 def test_training_script_parses_its_options_and_reports_bad_input(tmp_path: Path) -> None:
     args = build_parser().parse_args(["--style", "s.jpg", "--out", "o", "--mode", "video", "--photos"])
     assert args.mode == "video" and args.photos == [] and args.updates == 2000 and args.style_weight == 1e5

@@ -21,6 +21,7 @@ def test_explicit_path_wins_over_the_environment(tmp_path):
         weight_path("taef2_decoder", tmp_path / "absent.pth")
 
 
+@pytest.mark.fast
 def test_missing_file_offline_names_the_file_and_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_DIR, str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -45,6 +46,7 @@ def test_fp16_state_dicts_load_as_float32():
     assert {t.dtype for t in state.values()} == {torch.float32}
 
 
+@pytest.mark.fast
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="raft_small"):
         weight_path("raft_huge")

@@ -25,7 +25,7 @@ from pipeline.methods import Components, load_method
 from pipeline.scenes import scene_cuts
 from scripts import stylize_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from pipeline.io.video import video_info
+from pipeline.methods import load_method
 from scripts._app_jobs import (
     FLOW_BLEND_LABEL,
     JobCancelled,
@@ -36,7 +37,7 @@ from scripts._app_jobs import (
     method_choices,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMEDRIVER = shutil.which("chromedriver")
 FRAMES = 4
 TIMEOUT_S = 150
@@ -215,3 +216,15 @@ def test_cancel_stops_the_job_and_keeps_no_output(data_dir: Path, tmp_path: Path
     assert not list((tmp_path / "job").iterdir()), "a cancelled job left files behind"
     jobs.end("tab")
     assert jobs.begin("tab")
+
+
+def test_keyframes_control_reaches_the_pipeline(data_dir: Path, tmp_path: Path) -> None:
+    """The page's keyframe spacing goes through the same Components as stylize_video.py --keyframes."""
+    choice = next(c for c in method_choices(tmp_path / "no-runs") if c.label == FLOW_BLEND_LABEL)
+    request = JobRequest(data_dir / "videos" / "test" / "wolf.mp4", data_dir / "styles" / "udnie.jpg", choice,
+                         alpha=1.0, temporal=0.5, width=64, keyframes=4)
+    result = Studio(torch.device("cpu"), max_frames=6, chunk_size=8).run(request, tmp_path / "job", lambda *_: None,
+                                                                        on_wait=lambda: None)
+    assert result.summary["frames"] == 6 and video_info(result.output).num_frames == 6
+    components = Studio(torch.device("cpu"), max_frames=6).components(1.0, keyframes=4)
+    assert load_method(choice.name, components, "0.5").pipeline.keyframes == 4

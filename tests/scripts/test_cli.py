@@ -21,7 +21,7 @@ from policies.train import TrainConfig
 from scripts._cli import add_config_arguments, add_stylizer_arguments, config_from_args, stylizer_from_args
 from scripts.train_policy import parse_args, train_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,12 @@ def parser_for(config_class: type = Example, **options) -> argparse.ArgumentPars
     return parser
 
 
+@pytest.mark.fast
 def test_defaults_parse_to_the_dataclass_defaults() -> None:
     assert config_from_args(Example, parser_for().parse_args(["--name", "n"])) == Example("n")
 
 
+@pytest.mark.fast
 def test_flags_parse_to_typed_values() -> None:
     args = parser_for().parse_args(["--name", "n", "--count", "7", "--rate", "2e-3", "--no-enabled", "--limit", "4",
                                     "--mode", "slow", "--span", "0.2", "0.9", "--tags", "c", "--kind", "y"])
@@ -59,6 +61,7 @@ def test_flags_parse_to_typed_values() -> None:
     assert config_from_args(Example, none, count=1) == Example("n", count=1, tags=())
 
 
+@pytest.mark.fast
 def test_prefix_and_exclude() -> None:
     parser = parser_for(prefix="ex", exclude=("name", "kind"))
     args = parser.parse_args(["--ex-count", "2", "--ex-enabled"])
@@ -74,6 +77,7 @@ def test_prefix_and_exclude() -> None:
     (["--name", "n", "--span", "1"], "argument --span: expected 2 arguments"),
     (["--name", "n", "--colour", "red"], "unrecognized arguments: --colour red"),
 ])
+@pytest.mark.fast
 def test_bad_values_are_one_line_parser_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parser_for().parse_args(argv)
@@ -81,11 +85,13 @@ def test_bad_values_are_one_line_parser_errors(argv, message, capsys) -> None:
     assert exit_info.value.code == 2 and error.startswith(f"example: error: {message}")
 
 
+@pytest.mark.fast
 def test_config_checks_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="count must be >= 0, got -1"):
         config_from_args(Example, parser_for().parse_args(["--name", "n", "--count", "-1"]))
 
 
+@pytest.mark.fast
 def test_help_lists_field_help_and_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
         parser_for().parse_args(["--help"])
@@ -94,6 +100,7 @@ def test_help_lists_field_help_and_defaults(capsys) -> None:
     assert "--mode {fast,slow,none}" in text and "--span SPAN SPAN two floats (default: (0.0, 1.0))" in text
 
 
+@pytest.mark.fast
 def test_a_field_without_help_is_refused() -> None:
     @dataclass
     class Undocumented:
@@ -103,9 +110,12 @@ def test_a_field_without_help_is_refused() -> None:
         parser_for(Undocumented)
 
 
+@pytest.mark.fast
 def test_default_flags_build_the_documented_default_agent() -> None:
     config = train_config(parse_args(["--style", "s.jpg", "--device", "cpu"]))
-    assert config == TrainConfig(style="s.jpg", out=config.out, algo_options=config.algo_options)
+    assert config == TrainConfig(style="s.jpg", out=config.out, algo_options=config.algo_options,
+                                 stylizer_options=dataclasses.asdict(LatentWCTConfig()))
+    assert (config.stylizer, config.codec) == ("latent-wct", "taef2")
     assert (config.algo, config.obs, config.weights, config.out) == ("reinforce", "flow", (10.0, 1.0, 10.0),
                                                                     str(Path("runs/s-reinforce-flow-s0")))
     agent = make_algorithm(config.algo, config.obs, 16, **config.algo_options)
@@ -121,6 +131,7 @@ def test_default_flags_build_the_documented_default_agent() -> None:
     assert ReinforcePolicyConfig(16, "pair").head == "residual" and ReinforcePolicyConfig(16).head == "blend"
 
 
+@pytest.mark.fast
 def test_train_policy_help_lists_the_algorithm_flags() -> None:
     result = subprocess.run([sys.executable, "scripts/train_policy.py", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
@@ -135,6 +146,7 @@ def test_train_policy_help_lists_the_algorithm_flags() -> None:
         assert expected in text, expected
 
 
+@pytest.mark.fast
 def test_train_policy_bad_flag_value_is_one_line(tmp_path) -> None:
     result = subprocess.run([sys.executable, "scripts/train_policy.py", "--style", "s.jpg", "--sac-warmup", "many"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -142,6 +154,7 @@ def test_train_policy_bad_flag_value_is_one_line(tmp_path) -> None:
     assert result.stderr.strip().splitlines()[-1].endswith("error: argument --sac-warmup: invalid int value: 'many'")
 
 
+@pytest.mark.fast
 def test_stylizer_flags_build_the_configured_stylizer() -> None:
     parser = argparse.ArgumentParser()
     add_stylizer_arguments(parser)
@@ -156,8 +169,22 @@ def test_stylizer_flags_build_the_configured_stylizer() -> None:
     assert set(STYLIZERS) == {"latent-wct", "diffusest"}
 
 
+@pytest.mark.fast
 def test_build_stylizer_refuses_unknown_names_and_other_configs() -> None:
     with pytest.raises(ValueError, match="unknown stylizer 'adain'; choose one of latent-wct, diffusest"):
         build_stylizer("adain")
     with pytest.raises(TypeError, match="takes a LatentWCTConfig, got a DiffuseSTConfig"):
         build_stylizer("latent-wct", DiffuseSTConfig(), codec=object())
+
+
+@pytest.mark.fast
+def test_train_policy_records_the_latent_space_and_its_settings() -> None:
+    args = parse_args(["--style", "s.jpg", "--stylizer", "diffusest", "--model", "sd15", "--blip-diffusion", "blip",
+                       "--steps", "20", "--diffusest-inversion-steps", "999", "--diffusest-negative-prompt", "release"])
+    config = train_config(args)
+    assert (config.stylizer, config.codec) == ("diffusest", "sd-vae")
+    assert DiffuseSTConfig(**config.stylizer_options) == DiffuseSTConfig(
+        model="sd15", blip_diffusion="blip", num_inference_steps=20, inversion_steps=999, negative_prompt="release")
+    with pytest.raises(ValueError, match="stylizer diffusest works with codec sd-vae, not 'taef2'.*own VAE"):
+        train_config(parse_args(["--style", "s.jpg", "--stylizer", "diffusest", "--codec", "taef2"]))
+    assert train_config(parse_args(["--style", "s.jpg", "--codec", "taesd"])).codec == "taesd"

@@ -54,6 +54,7 @@ def astronaut(data_dir: Path) -> torch.Tensor:
 # ---------------------------------------------------------------- warping convention
 
 
+@pytest.mark.fast
 def test_backward_warp_samples_at_p_plus_flow() -> None:
     ramp = torch.arange(40.0).view(1, 1, 5, 8).repeat(2, 3, 1, 1)  # value = 8 y + x
     flow = torch.zeros(2, 2, 5, 8)
@@ -84,6 +85,7 @@ def test_ground_truth_flow_aligns_frames(data_dir: Path) -> None:
         assert after < before / 3 and wrong > before
 
 
+@pytest.mark.fast
 def test_occlusion_mask_marks_inconsistent_flow_and_motion_boundaries() -> None:
     flow = torch.zeros(1, 2, 32, 32)
     flow[:, 0, :, 16:] = 3.0  # right half moves right by 3 px: a motion boundary at x = 15|16
@@ -98,6 +100,7 @@ def test_occlusion_mask_marks_inconsistent_flow_and_motion_boundaries() -> None:
     assert with_boundaries[0, 0, 8:, 15].sum() == 0 and with_boundaries[0, 0, 8:, :12].all()
 
 
+@pytest.mark.fast
 def test_resize_flow_scales_vectors() -> None:
     flow = torch.stack((torch.full((36, 100), 8.0), torch.full((36, 100), -4.0))).unsqueeze(0)
     small = resize_flow(flow, (9, 25))  # latent size H/4, W/4
@@ -109,6 +112,7 @@ def test_resize_flow_scales_vectors() -> None:
         resize_flow(flow, (0, 4))
 
 
+@pytest.mark.fast
 def test_warp_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(N,2,H,W\)"):
         backward_warp(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
@@ -231,6 +235,7 @@ def test_flow_inputs_validated(model: RAFTFlow) -> None:
     assert not model.train().raft.training
 
 
+@pytest.mark.fast
 def test_raft_large_unavailable_is_a_clear_error() -> None:
     with pytest.raises(WeightsNotFoundError, match="raft_large.pth.*VSTYLE_WEIGHTS"):
         RAFTFlow(size="large")

@@ -24,7 +24,7 @@ from rewards.ssim import ssim
 from rewards.temporal import warping_error
 from rewards.warp import backward_warp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # a tiny open_clip CLIP: same classes and API as ViT-B-32, randomly initialised, no download
 TINY_CLIP = {
     "embed_dim": 16,
@@ -152,6 +152,7 @@ def test_ssim_matches_scikit_image(wolf):
         ssim(a[..., :8, :8], b[..., :8, :8])
 
 
+@pytest.mark.fast
 def test_t_quantiles_and_intervals():
     stats = pytest.importorskip("scipy.stats")  # dev-only cross-check
     for df in (1, 2, 5, 29, 30, 31, 45, 200):

@@ -19,7 +19,7 @@ from scripts.train_policy import main, parse_args, train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--size", "96", "--max-frames", "4", "--threads", "1"]
 
 
@@ -51,6 +51,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.fast
 def test_help_explains_each_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--help"])
@@ -69,6 +70,7 @@ def test_help_explains_each_option(capsys):
     (["--style", "s.jpg", "--reinforce-accumulate", "2.5"], "argument --reinforce-accumulate: invalid int value: '2.5'"),
     (["--style", "s.jpg", "--reinforce-head", "mlp"], "argument --reinforce-head: invalid choice: 'mlp'"),
 ])
+@pytest.mark.fast
 def test_bad_arguments_are_refused_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
@@ -98,6 +100,7 @@ def test_bad_inputs_fail_fast_with_clear_messages(data_dir, videos, tmp_path):
         main(["--style", style, "--videos", str(videos), "--size", "64", *out])
 
 
+@pytest.mark.fast
 def test_cli_prints_one_line_errors(tmp_path):
     result = subprocess.run(
         [sys.executable, "scripts/train_policy.py", "--style", str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "r")],
@@ -176,6 +179,7 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(data_dir, videos
     assert sorted(r["rank"] for r in read_csv(out / "episodes.csv")) == ["0", "1"]  # each process its own window
 
 
+@pytest.mark.fast
 def test_algorithm_flags_become_the_saved_algo_options(tmp_path):
     args = parse_args(["--style", "s.jpg", "--out", str(tmp_path), "--reinforce-head", "residual",
                        "--reinforce-flow-warp", "latent", "--no-reinforce-input-skip", "--sac-lr", "1.0"])
@@ -190,3 +194,21 @@ def test_algorithm_flags_become_the_saved_algo_options(tmp_path):
 def test_bad_precision_is_refused(data_dir, videos, cache_dir, tmp_path):
     with pytest.raises(ValueError, match="unknown precision"):
         config(data_dir, videos, cache_dir, tmp_path / "d", precision="half")
+
+
+def test_several_styles_train_one_policy_with_a_reward_per_style(data_dir, videos, cache_dir, tmp_path):
+    styles = [str(data_dir / "styles" / name) for name in ("starry_night.jpg", "mondrian.jpg")]
+    trainer = Trainer(config(data_dir, videos, cache_dir, tmp_path / "run", style=styles, epochs=1))
+    assert sorted(trainer.rewards) == ["mondrian", "starry_night"]
+    assert sorted(clip.style for clip in trainer.clips) == ["mondrian", "mondrian", "starry_night", "starry_night"]
+    # each episode is scored against its own style: the baselines' style terms differ between the two
+    by_style = {clip.style: clip.baseline_terms.style.mean().item() for clip in trainer.clips}
+    assert abs(by_style["mondrian"] - by_style["starry_night"]) > 0.1 * by_style["starry_night"]
+    trainer.run()
+    episodes = read_csv(tmp_path / "run" / "episodes.csv")
+    assert sorted(row["clip"].split("@")[1] for row in episodes) == ["mondrian", "mondrian", "starry_night",
+                                                                     "starry_night"]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["style"] == styles
+    with pytest.raises(ValueError, match="different file names"):
+        TrainConfig(style=[styles[0], styles[0]], out=str(tmp_path / "x"))

@@ -171,6 +171,7 @@ def test_existing_file_needs_overwrite(small_frames, tmp_path):
     ],
     ids=["channels_last", "no_time_axis", "nan", "no_frames"],
 )
+@pytest.mark.fast
 def test_bad_frames_are_refused(frames, tmp_path):
     with pytest.raises(ValueError, match=r"\(N,3,H,W\)|NaN|no frames"):
         write_video(tmp_path / "bad.mp4", frames, 24)

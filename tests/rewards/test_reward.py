@@ -81,6 +81,7 @@ def test_total_combines_weights_and_scales_as_documented(components, clip, style
     torch.testing.assert_close(default.total, -(10 * style + content_term + 10 * temporal))
 
 
+@pytest.mark.fast
 def test_masked_l1_by_hand():
     a = torch.full((1, 3, 2, 2), 0.6)
     b = a.clone()

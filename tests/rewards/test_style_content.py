@@ -107,6 +107,7 @@ def test_vgg_explicit_weights_path(tmp_path):
 # ---------------------------------------------------------------- Gram style loss
 
 
+@pytest.mark.fast
 def test_gram_matrix_by_hand():
     feats = torch.tensor([[1.0, 2.0], [3.0, 0.0]]).view(1, 2, 1, 2)  # C=2, H=1, W=2
     expected = torch.tensor([[1 + 4, 3 + 0], [3 + 0, 9 + 0]]) / (2 * 1 * 2)

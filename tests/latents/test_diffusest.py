@@ -16,69 +16,44 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tokenizers import pre_tokenizers
 
 from pipeline.io.images import load_image
+from pipeline.io.weights import WeightsNotFoundError
 from pipeline.latents.stylizers import build_stylizer
 from pipeline.latents.stylizers.ddim_inversion import ddim_invert
-from pipeline.latents.stylizers.diffusest import BlipDiffusionStyleEncoder, DiffuseSTConfig, DiffuseSTStylizer, fit_style
-from pipeline.latents.stylizers.pnp_injection import FEATURES, KEY_VALUE, QUERY_KEY, PnPInjector, StepPlan
-from pipeline.io.weights import WeightsNotFoundError
+from pipeline.latents.stylizers.diffusest import (
+    BlipDiffusionStyleEncoder,
+    DiffuseSTConfig,
+    DiffuseSTStylizer,
+    fit_style,
+)
+from pipeline.latents.stylizers.pnp_injection import (
+    FEATURES,
+    KEY_VALUE,
+    QUERY_KEY,
+    PnPInjector,
+    StepPlan,
+)
+from tests.helpers import (
+    TINY_SD_LAYERS,
+    save_sd_folder,
+    tiny_sd_parts,
+    tiny_text_config,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-# The tiny UNet's decoder: up_blocks.0 = CrossAttnUpBlock2D (3 ResBlocks + 3 attentions), up_blocks.1 = UpBlock2D.
-TINY_LAYERS = {
-    "feature_layers": ("up_blocks.0.resnets.1", "up_blocks.1.resnets.1"),
-    "attention_layers": ("up_blocks.0.attentions.1", "up_blocks.0.attentions.2"),
-}
+TINY_LAYERS = TINY_SD_LAYERS
 NO_INJECTION = {"content_feature_range": (0, 0), "content_attention_range": (0, 0), "style_attention_range": (0, 0)}
-
-
-def tiny_tokenizer() -> transformers.CLIPTokenizer:
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {token: i for i, token in enumerate(alphabet + [c + "</w>" for c in alphabet])}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    return transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-
-
-def tiny_text_config(tokenizer) -> transformers.CLIPTextConfig:
-    return transformers.CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
 
 
 @pytest.fixture(scope="module")
 def parts(data_dir) -> dict:
-    """Tiny random SD-class components; the VAE's scaling factor gives unit-std latents, as SD's does."""
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    text_encoder = transformers.CLIPTextModel(tiny_text_config(tokenizer)).eval()
-    unet = diffusers.UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-    ).eval()
-    vae = diffusers.AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
-        sample_size=64, scaling_factor=1.0,
-    ).eval()
-    from pipeline.latents.codecs import DiffusersCodec
-
-    photos = load_photos(data_dir)
-    with torch.no_grad():
-        raw_std = DiffusersCodec(vae).encode(photos).std().item()
-    vae.register_to_config(scaling_factor=1.0 / raw_std)
-    scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return {"unet": unet, "scheduler": scheduler, "codec": DiffusersCodec(vae).eval(), "text_encoder": text_encoder,
-            "tokenizer": tokenizer}
+    """Tiny random SD-class components (``tests.helpers.tiny_sd_parts``), calibrated on two real photos."""
+    return tiny_sd_parts(load_photos(data_dir))
 
 
 def load_photos(data_dir) -> torch.Tensor:
@@ -268,6 +243,7 @@ def test_config_is_a_json_cache_key(parts):
     assert first["stylizer"] == "diffusest" and first != second
 
 
+@pytest.mark.fast
 def test_from_pretrained_missing_model_is_clear(tmp_path):
     with pytest.raises(WeightsNotFoundError, match="UNet.*no-such-org/no-such-model.*huggingface-cli download"):
         build_stylizer("diffusest", DiffuseSTConfig(model="no-such-org/no-such-model"))
@@ -280,9 +256,7 @@ def test_from_pretrained_missing_model_is_clear(tmp_path):
 
 
 def test_from_pretrained_local_folder(parts, frames, style, tmp_path):
-    for name in ("unet", "scheduler", "text_encoder", "tokenizer"):
-        parts[name].save_pretrained(tmp_path / name)
-    parts["codec"].vae.save_pretrained(tmp_path / "vae")
+    save_sd_folder(parts, tmp_path)
     loaded = build_stylizer("diffusest", DiffuseSTConfig(model=str(tmp_path), num_inference_steps=10, **TINY_LAYERS))
     assert loaded.cfg.num_inference_steps == 10 and loaded.unet.dtype == torch.float32
     assert "model" not in loaded.config()  # the cache key records the loaded UNet instead
@@ -290,14 +264,15 @@ def test_from_pretrained_local_folder(parts, frames, style, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_blip_diffusion_checkpoint_loads_and_conditions_the_output(parts, frames, style, tmp_path):
+def test_blip_diffusion_checkpoint_loads_and_conditions_the_output(parts, frames, style, tmp_path, data_dir):
     """A tiny BLIP-Diffusion checkpoint loads through from_pretrained; its Q-Former embeds the style."""
     pipeline_class = diffusers.pipelines.BlipDiffusionPipeline
     blip = importlib.import_module(pipeline_class.__module__)  # moved in diffusers 0.36
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghij"]))
     config = transformers.Blip2Config(
         vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32,
-                       "patch_size": 8, "intermediate_size": 37},
+                       "patch_size": 8, "intermediate_size": 37,
+                       "initializer_range": 0.02},  # the vision default (1e-10) gives an image-blind random model
         qformer_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37,
                         "vocab_size": 16, "encoder_hidden_size": 32, "max_position_embeddings": 32},
         num_query_tokens=4,
@@ -317,13 +292,35 @@ def test_blip_diffusion_checkpoint_loads_and_conditions_the_output(parts, frames
     assert isinstance(encoder, BlipDiffusionStyleEncoder) and stylizer.text_encoder is encoder.text_encoder
     assert (encoder.ctx_begin_pos, encoder.mean) == (2, [0.5, 0.5, 0.5])
     assert stylizer.config()["style_encoder"] == str(checkpoint)
-    try:
-        state = stylizer.prepare_style(style)
-    except AttributeError as error:
-        if "Blip2QFormerModel" not in str(error):
-            raise
-        pytest.skip(f"diffusers' deprecated BLIP-Diffusion Q-Former does not run with transformers "
-                    f"{transformers.__version__}: {error}")
+    state = stylizer.prepare_style(style)  # runs under the installed transformers (5.x: qformer_class's adapter)
     assert state.cond.shape == (1, 77, 32)
     assert not torch.allclose(state.cond, stylizer.encode_prompt(stylizer.cfg.prompt))
+    other = stylizer.prepare_style(load_image(data_dir / "styles" / "mondrian.jpg"))
+    assert (other.cond - state.cond).abs().max() > 1e-4  # the embedding depends on the style image
     assert torch.isfinite(stylizer.stylize_prepared(frames[:1], state)).all()
+
+
+def test_finer_inversion_keeps_the_sampling_timesteps(parts, frames, style):
+    """A 20-step inversion feeds the 10-step sampling its latents at the sampling timesteps (as the release's 999
+    steps feed 50); the result differs from the 10-step inversion's, and schedules that miss them are refused."""
+    ranges = {"style_attention_range": (0.8, 1.0)}
+    coarse, fine = make(parts, **ranges), make(parts, inversion_steps=20, **ranges)
+    state = fine.prepare_style(style)
+    output = fine.stylize_prepared(frames[:1], state)
+    assert sorted(state.trajectories[(64, 64)]) == [1, 101]  # sampling timesteps of the style range only
+    assert torch.isfinite(output).all() and (output - coarse.stylize(frames[:1], style)).abs().max() > 1e-3
+    assert fine.scheduler.timesteps.tolist() == coarse.scheduler.timesteps.tolist()
+    make(parts, inversion_steps=999)  # the release's length: every timestep 1..999
+    with pytest.raises(ValueError, match="inversion_steps 15.*missing the sampling timesteps"):
+        make(parts, inversion_steps=15)
+    with pytest.raises(ValueError, match="beyond the model's 1000 training timesteps"):
+        make(parts, inversion_steps=1000)
+    with pytest.raises(ValueError, match="at least num_inference_steps"):
+        DiffuseSTConfig(num_inference_steps=10, inversion_steps=5)
+
+
+def test_release_negative_prompt():
+    from pipeline.latents.stylizers.diffusest import RELEASE_NEGATIVE_PROMPT
+
+    assert DiffuseSTConfig(negative_prompt="release").negative_prompt == RELEASE_NEGATIVE_PROMPT
+    assert DiffuseSTConfig().negative_prompt == ""

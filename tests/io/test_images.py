@@ -108,6 +108,7 @@ def test_resize_to_width_keeps_aspect_and_multiples(chelsea_pil, width, multiple
     assert 0.0 <= out.min() and out.max() <= 1.0
 
 
+@pytest.mark.fast
 def test_resize_to_width_never_goes_below_one_multiple():
     strip = torch.rand(1, 3, 4, 400)
     assert resize_to_width(strip, 64).shape[-2:] == (8, 64)
@@ -130,6 +131,7 @@ def test_fit_to_multiple_and_restore_size(chelsea_pil):
     assert restore_size(small, (300, 451)).shape[-2:] == (300, 451)
 
 
+@pytest.mark.fast
 def test_to_uint8_clips_and_rejects_nan():
     images = torch.tensor([-0.5, 0.0, 0.5, 1.0, 2.0]).view(1, 1, 1, 5).expand(2, 3, 1, 5)
     pixels = to_uint8(images)
@@ -152,6 +154,7 @@ def test_save_image_round_trip_and_atomicity(chelsea_pil, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]
 
 
+@pytest.mark.fast
 def test_atomic_output_keeps_existing_file_on_error(tmp_path):
     target = tmp_path / "result.txt"
     target.write_text("old")
