@@ -121,8 +121,11 @@ def test_default_flags_build_the_documented_default_agent() -> None:
     agent = make_algorithm(config.algo, config.obs, 16, **config.algo_options)
     documented = {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "input_skip": True, "init_gate": 0.0}
     assert documented.items() <= dataclasses.asdict(agent.policy.config).items()
-    assert agent.config == ReinforceConfig(lr=1e-4, scalar_lr=1e-3, accumulate=4, baseline_momentum=0.9,
+    assert agent.config == ReinforceConfig(lr=1e-4, scalar_lr=None, accumulate=4, baseline_momentum=0.9,
                                            max_grad_norm=10.0)
+    assert [group["lr"] for group in agent.optimizer.param_groups] == [1e-4, 1e-3]  # the blend head's scalar lr
+    pair = make_algorithm("reinforce", "pair", 16, **config.algo_options)
+    assert pair.policy.config.head == "residual" and pair.optimizer.param_groups[1]["lr"] == 1e-2
     plain = make_algorithm("reinforce", "flow", 16)  # the dataclass defaults are the same agent
     assert plain.policy.config == agent.policy.config and plain.config == agent.config
     # the blend head reads flow observations: on pair observations the default head is the residual one
