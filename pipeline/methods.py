@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from baselines.rlministyler import inference as rlministyler
 from baselines.rlnst import inference as rlnst
-from pipeline.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_videos
+from pipeline.io.video import IMAGE_EXTENSIONS, list_videos
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.stylizers.base import Stylizer
 from pipeline.stylize import StylizationPipeline, StylizedClip, stream_video
@@ -328,7 +328,10 @@ def is_video_folder(path: str | os.PathLike) -> bool:
     path = Path(path)
     if not path.is_dir() or any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir() if p.is_file()):
         return False
-    return any(p.is_dir() or p.suffix.lower() in VIDEO_EXTENSIONS for p in path.iterdir() if not p.name.startswith("."))
+    try:
+        return bool(list_videos(path))
+    except ValueError:  # no videos in it
+        return False
 
 
 def stylize_folder(

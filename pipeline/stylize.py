@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pipeline.io.images import resize_to_width, restore_size
-from pipeline.io.video import check_output, iter_video_chunks, open_writer, video_info
+from pipeline.io.video import iter_video_chunks, open_writer, video_info
 from pipeline.keyframes import keyframe_indices, propagate
 from pipeline.latents.cache import LatentCache
 from pipeline.latents.stylizers.base import Stylizer
@@ -193,13 +193,13 @@ def stream_video(
     output size (the working width, the input's aspect ratio); the output
     keeps the input's fps and audio, in the format its extension names
     (``pipeline.io.video.open_writer``: mp4, webm, gif, or PNG frames for a
-    path ending with ``/``). The output is checked before any work. Memory is
+    path ending with ``/``). The writer checks the output before any frame is
+    stylized (``pipeline.io.video.check_output``). Memory is
     bounded by ``chunk_size``. Returns a summary (frames, fps, sizes: the
     written size, with mp4's padding to even sides; whether audio was kept).
     ``on_progress(frames done, total)`` is called after each written chunk; an
     exception it raises (e.g. to cancel) stops the job and leaves no output.
     """
-    check_output(out_path, overwrite)
     info = video_info(video_path)
     width = working_width(info.width, size)
     out_height = max(1, round(info.height * width / info.width))

@@ -200,7 +200,7 @@ class Studio:
         if self._codec is None:
             self._codec = load_codec("taef2", device=self.device)
         return Components(build_latent_stylizer(alpha, self._codec, self.device), self.cache, self.device,
-                          flow_model=default_flow_model(self.device), chunk_size=self.chunk_size, keyframes=keyframes)
+                          chunk_size=self.chunk_size, keyframes=keyframes)  # the shared RAFT, loaded when needed
 
     def run(self, request: JobRequest, out_dir: Path, on_progress: Callable[[int, int], None],
             on_wait: Callable[[], None]) -> JobResult:
