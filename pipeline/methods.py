@@ -149,12 +149,13 @@ class PixelMethod(Method):
 
 
 def _check_policy_run(source: str, stylizer: Stylizer) -> None:
-    """A run folder's config.json must name the latent space in use: its stylizer and codec (a run without
-    them predates the choice: latent-wct on taef2)."""
-    config_file = Path(source) / "config.json"
+    """A run folder's config.json, or a model folder's ``training`` settings, must name the latent space in use:
+    its stylizer and codec (settings without them predate the choice: latent-wct on taef2)."""
+    config_file = SHIPPED_POLICIES.get(source, Path(source)) / "config.json"
     if not config_file.is_file():
         return
-    config = json.loads(config_file.read_text())
+    saved = json.loads(config_file.read_text())
+    config = saved.get("training", saved)
     trained = (config.get("stylizer") or "latent-wct", config.get("codec") or "taef2")
     if trained != (stylizer.name, stylizer.codec.name):
         raise ValueError(f"policy run {source} was trained on another latent space (stylizer {trained[0]}, codec "

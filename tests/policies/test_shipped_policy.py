@@ -44,3 +44,13 @@ def test_shipped_policy_reduces_flicker_for_a_held_out_style(data_dir):
     shipped_error = warping_error(shipped, frames, dis).mean
     baseline_error = warping_error(baseline, frames, dis).mean
     assert shipped_error < 0.7 * baseline_error, (shipped_error, baseline_error)
+
+
+def test_a_model_folder_trained_on_another_latent_space_is_refused(tmp_path):
+    """The latent-space check reads a model folder's training settings, as it reads a run folder's config."""
+    policy = load_policy("default")
+    folder = policy.save_pretrained(tmp_path / "sd-policy", training={"stylizer": "diffusest", "codec": "sd-vae"})
+    components = Components(build_stylizer("latent-wct", codec=load_codec("taef2")), None, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"another latent space \(stylizer diffusest, codec sd-vae\)"):
+        load_method("policy", components, str(folder))
+    assert load_method("policy", components, "default").info["kind"] == "reinforce"  # the shipped one fits
