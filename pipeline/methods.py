@@ -37,7 +37,7 @@ from policies.base import SHIPPED_POLICIES, Policy, load_policy
 from policies.observations import FLOW_WARPS
 from policies.references import FlowBlendConfig, FlowBlendPolicy
 from rewards.classical_flow import ClassicalFlow
-from rewards.flow import default_flow_model
+from rewards.flow import build_flow_model, default_flow_model
 
 ChunkStylizer = Callable[[Tensor], StylizedClip]
 DEFAULT_FLOW_BLEND = "0.5"
@@ -49,8 +49,8 @@ KEYFRAME_FLOWS = ("farneback", "dis", "raft")
 @dataclass
 class Components:
     """What the methods share, built once by the caller: the per-frame ``stylizer`` (its codec decodes), the
-    latent ``cache`` (None: no caching), the ``device``, and the content ``flow_model`` that flow-observation
-    policies and keyframe propagation use (None: the shared RAFT, loaded on first use by ``flow``).
+    latent ``cache`` (None: no caching), the ``device``, and the RAFT ``flow_model`` that flow-observation
+    policies reading RAFT flows and keyframe propagation use (None: the shared RAFT, loaded on first use by ``flow``).
     ``chunk_size``: frames per chunk; ``keyframes``: K > 1 runs the stylizer on every K-th frame only and
     propagates it to the frames between (``pipeline.keyframes``), for every latent method, along the content
     flow of ``keyframe_flow`` (``KEYFRAME_FLOWS``)."""
@@ -73,8 +73,11 @@ class Components:
         """The flow model that carries keyframes to the frames between (``keyframe_flow``)."""
         return self.flow() if self.keyframe_flow == "raft" else ClassicalFlow(self.keyframe_flow)
 
-    def flow(self) -> nn.Module:
-        """The content flow model, loading the shared RAFT the first time it is needed."""
+    def flow(self, estimator: str = "raft") -> nn.Module:
+        """The content flow model ``estimator`` (``rewards.flow.FLOW_ESTIMATORS``): for ``raft`` ``flow_model``,
+        loading the shared RAFT the first time it is needed; the OpenCV ones are built on the spot (no weights)."""
+        if estimator != "raft":
+            return build_flow_model(estimator, self.device)
         if self.flow_model is None:
             self.flow_model = default_flow_model(self.device)
         return self.flow_model
@@ -112,7 +115,8 @@ class LatentMethod(Method):
     def from_components(cls, components: Components, policy: Policy | None,
                         info: dict[str, Any] | None = None) -> LatentMethod:
         """The pipeline of ``components`` with ``policy`` (the flow model only where the policy reads flows)."""
-        flow_model = components.flow() if policy is not None and policy.observation == "flow" else None
+        reads_flow = policy is not None and policy.observation == "flow"
+        flow_model = components.flow(policy.observation_flow) if reads_flow else None
         keyframe_flow = components.propagation_flow() if components.keyframes > 1 else None
         return cls(StylizationPipeline(components.stylizer, policy=policy, cache=components.cache,
                                        flow_model=flow_model, chunk_size=components.chunk_size,

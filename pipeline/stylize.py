@@ -66,7 +66,8 @@ class StylizationPipeline:
     stylizer: the per-frame stylizer (its ``codec`` decodes the latents).
     policy: a ``policies.base.Policy`` or None for the frame-by-frame baseline.
     cache: where baseline latents are kept; None computes them without caching.
-    flow_model: a ``rewards.flow.RAFTFlow`` for policies with flow observations.
+    flow_model: the content-flow estimator of a policy with flow observations, the one it was trained with
+    (``policy.observation_flow``, built by ``rewards.flow.build_flow_model``).
     chunk_size: frames held in memory at once when streaming a video.
     keyframes: K > 1 runs the stylizer on keyframes only (every K-th frame, scene cuts, chunk ends) and
     propagates them along the content flow of ``keyframe_flow`` (a model with ``RAFTFlow``'s call, e.g.
@@ -151,7 +152,7 @@ class StylizationPipeline:
         keyframe = images[-1:] if self.keyframes > 1 else None  # a chunk's last frame is a keyframe
         if self.policy is None:
             return StylizedClip(images, images, cuts), ChunkState(None, frames[-1:], keyframe)
-        rollout, parts = state.rollout, []
+        rollout, parts, decoded = state.rollout, [], []
         bounds = [0, *(c for c in cuts if c > 0), frames.shape[0]]
         for start, stop in zip(bounds[:-1], bounds[1:]):
             if start in cuts:
@@ -159,9 +160,12 @@ class StylizationPipeline:
             part, rollout = apply_policy_to_chunk(self.policy, latents[start:stop], frames[start:stop], rollout,
                                                   flow_model=self.flow_model, codec=self.codec)
             parts.append(part)
-        refined = torch.cat(parts)
+            decoded.append(rollout.decoded)
         baseline = images if decode_baseline else None
-        result = self.codec.decode(refined.to(device)).cpu()
+        if all(part is not None for part in decoded):  # the pixel flow warp decoded every output already
+            result = torch.cat(decoded).cpu()
+        else:
+            result = self.codec.decode(torch.cat(parts).to(device)).cpu()
         return StylizedClip(baseline, result, cuts), ChunkState(rollout, frames[-1:], keyframe)
 
     def stylize_clip(self, frames: Tensor, style_image: Tensor) -> StylizedClip:

@@ -48,7 +48,7 @@ class Policy(PretrainedMixin, nn.Module):
 
     Subclasses set the class attributes ``kind`` (registry name) and
     ``config_class`` (a dataclass with at least ``observation``,
-    ``latent_channels`` and ``flow_warp`` fields), take the config as the only constructor
+    ``latent_channels``, ``flow_warp`` and ``observation_flow`` fields), take the config as the only constructor
     argument, and implement ``act``. ``save_pretrained(folder)`` writes a model folder;
     ``Policy.from_pretrained`` (or ``load_policy``) rebuilds any registered kind, a subclass's only its own.
     """
@@ -70,6 +70,12 @@ class Policy(PretrainedMixin, nn.Module):
     @property
     def latent_channels(self) -> int:
         return self.config.latent_channels
+
+    @property
+    def observation_flow(self) -> str:
+        """The content-flow estimator (``rewards.flow.FLOW_ESTIMATORS``) whose flows the ``flow`` observation reads,
+        in training and at inference alike."""
+        return self.config.observation_flow
 
     @property
     def flow_warp(self) -> str:
@@ -142,7 +148,7 @@ class Algorithm(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-ALGORITHM_MODULES = {"reinforce": "policies.reinforce", "sac": "policies.sac"}
+ALGORITHM_MODULES = {"pathwise": "policies.pathwise", "reinforce": "policies.reinforce", "sac": "policies.sac"}
 
 
 def algorithm_module(name: str):
@@ -162,6 +168,6 @@ def algorithm_module(name: str):
 
 
 def make_algorithm(name: str, observation: str, latent_channels: int, **options: Any) -> Algorithm:
-    """Build training algorithm ``name`` (``reinforce`` or ``sac``) for the given observation kind."""
+    """Build training algorithm ``name`` (``pathwise``, ``reinforce`` or ``sac``) for the given observation kind."""
     check_observation_kind(observation)
     return algorithm_module(name).make_algorithm(observation, latent_channels, **options)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from policies.observations import (
+    DEFAULT_OBSERVATION_FLOW,
     LatentFlows,
     check_flow_warp,
     latent_flows,
@@ -31,7 +32,7 @@ from policies.observations import (
     pixel_warped_latent,
 )
 from policies.rollout import RolloutState, advance, observe
-from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, flows_and_masks
+from rewards.flow import ClipFlows, RAFTFlow, build_flow_model, default_flow_model, flows_and_masks
 from rewards.flow_cache import FlowCache
 from rewards.reward import (
     TERM_NAMES,
@@ -47,8 +48,10 @@ class ClipData:
     """What an episode on one clip needs, computed once (all tensors on one device).
 
     frames (T,3,H,W) content frames in [0,1]; baseline_latents (T,C,h,w);
-    flows: pixel flows/masks of the content (T-1 pairs, ``rewards.flow.ClipFlows``);
-    latent_flows: per-frame flow to the previous frame at latent resolution
+    flows: pixel flows/masks of the content (T-1 pairs, ``rewards.flow.ClipFlows``) that score the temporal term;
+    observed_flows: those the ``flow`` observation reads, by the estimator named ``observation_flow`` (the
+    policy's own, ``rewards.flow.FLOW_ESTIMATORS``; default: the reward's flows);
+    latent_flows: per-frame observed flow to the previous frame at latent resolution
     (T entries; entry 0 is zero with mask 0: frame 0 has no previous frame);
     baseline_frames (T,3,H,W) decoded baseline; style: the style's name; baseline_terms: its reward
     terms (T,) under ``scales``, the clip's normalisation (``RewardScales.from_terms``
@@ -64,6 +67,12 @@ class ClipData:
     baseline_terms: RewardTerms
     scales: RewardScales
     style: str = "style"
+    observed_flows: ClipFlows | None = None
+    observation_flow: str = "raft"
+
+    def __post_init__(self) -> None:
+        if self.observed_flows is None:  # the observation reads the reward's flows
+            self.observed_flows = self.flows
 
     @property
     def num_frames(self) -> int:
@@ -115,6 +124,7 @@ def prepare_clip(
     name: str = "clip",
     flow_cache: FlowCache | None = None,
     style: str = "style",
+    observation_flow: str = DEFAULT_OBSERVATION_FLOW,
 ) -> ClipData:
     """Build the ``ClipData`` of ``frames`` (T,3,H,W) in [0,1] (T >= 2, sides multiples of 8).
 
@@ -123,7 +133,8 @@ def prepare_clip(
     ``flow_model``: RAFT or None (the shared RAFT-small); ``reward``: the
     style's reward module (the clip's normalisation scales are computed here); ``flow_cache``: reuse flows computed
     by earlier runs (``rewards.flow_cache.FlowCache``); ``style``: the style's name, which picks the episode's
-    reward in a multi-style run. Tensors live on the codec's device.
+    reward in a multi-style run; ``observation_flow``: the estimator of the observation's flows
+    (``rewards.flow.FLOW_ESTIMATORS``, the policy's ``observation_flow``; ``raft``: the reward's flows). Tensors live on the codec's device.
     """
     if reward is None:
         raise TypeError("prepare_clip() needs the style's reward module (reward=...)")
@@ -141,14 +152,18 @@ def prepare_clip(
     frames = frames.to(device)
     flow_model = flow_model if flow_model is not None else default_flow_model(device)
     flows = flow_cache.flows(frames, flow_model) if flow_cache is not None else flows_and_masks(frames, flow_model)
-    small = _pad_first(latent_flows(flows.flow_bwd, flows.mask_bwd, tuple(latents.shape[-2:])))
+    observed = flows
+    if observation_flow != "raft":
+        observed = flows_and_masks(frames, build_flow_model(observation_flow, device))
+    small = _pad_first(latent_flows(observed.flow_bwd, observed.mask_bwd, tuple(latents.shape[-2:])))
     baseline_frames = codec.decode(latents)
 
     first = score_frames(reward, baseline_frames[:1], frames[:1], None, None)
     rest = score_frames(reward, baseline_frames[1:], frames[1:], baseline_frames[:-1], flows)
     scales = RewardScales.from_terms(rest)
     terms = _concat_terms([reward.rescored(first, scales), reward.rescored(rest, scales)])
-    return ClipData(name, frames, latents, flows, small, baseline_frames, terms, scales, style)
+    return ClipData(name, frames, latents, flows, small, baseline_frames, terms, scales, style, observed,
+                    observation_flow)
 
 
 @dataclass
@@ -206,7 +221,11 @@ class LatentStyleEnv:
         return self.clip.num_frames
 
     def adopt(self, policy) -> LatentStyleEnv:
-        """Use ``policy``'s ``flow_warp``; call before ``reset``."""
+        """Use ``policy``'s ``flow_warp``; call before ``reset``. A ``flow`` policy must read the flows of the
+        estimator the clip's observation was built with."""
+        if self.observation == "flow" and policy.observation_flow != self.clip.observation_flow:
+            raise ValueError(f"the policy reads {policy.observation_flow} flows but clip {self.clip.name!r} was "
+                             f"prepared with {self.clip.observation_flow} flows (prepare_clip(observation_flow=...))")
         self.flow_warp = check_flow_warp(policy.flow_warp)
         return self
 
@@ -215,7 +234,7 @@ class LatentStyleEnv:
         warped = None
         if self.observation == "flow" and self.flow_warp == "pixel" and t > 0 and self._prev_frame is not None:
             with torch.no_grad():
-                warped = pixel_warped_latent(self.codec, self._prev_frame, self.clip.flows.flow_bwd[t - 1 : t],
+                warped = pixel_warped_latent(self.codec, self._prev_frame, self.clip.observed_flows.flow_bwd[t - 1 : t],
                                              self._state.prev_output)
         return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state,
                        self.clip.latent_flows[t : t + 1], warped)
@@ -238,18 +257,16 @@ class LatentStyleEnv:
             return score_frames(self.reward, frame, content, None, None, self.clip.scales)
         return score_frames(self.reward, frame, content, prev_frame, self.clip.flows[t - 1], self.clip.scales)
 
-    def step(self, delta: Tensor) -> tuple[Tensor, StepResult]:
-        """Apply ``delta`` (1,C,h,w) at the current frame; returns the next observation and the step's result."""
+    def _check_delta(self, delta: Tensor) -> None:
         if self.t >= self.num_frames:
             raise RuntimeError("the episode is over; call reset()")
         expected = (1, *self.clip.baseline_latents.shape[1:])
         if tuple(delta.shape) != expected:
             raise ValueError(f"delta must be {expected}, got {tuple(delta.shape)}")
+
+    def _finish(self, delta: Tensor, frame: Tensor, terms: RewardTerms) -> tuple[Tensor, StepResult]:
+        """Advance past the current frame given its (detached) residual, decoded frame and reward terms."""
         t = self.t
-        with torch.no_grad():
-            delta = delta.detach().to(self.clip.baseline_latents)
-            frame = self.render(t, delta)
-            terms = self.score(t, frame, self._prev_frame)
         reward = terms.total.item()
         baseline = self.clip.baseline_terms.total[t].item()
         latent = self.clip.baseline_latents[t : t + 1] + delta
@@ -272,6 +289,25 @@ class LatentStyleEnv:
             c, h, w = self.clip.baseline_latents.shape[1:]
             return delta.new_zeros(1, self.observation_channels, h, w), result
         return self._observe(), result
+
+    def step(self, delta: Tensor) -> tuple[Tensor, StepResult]:
+        """Apply ``delta`` (1,C,h,w) at the current frame; returns the next observation and the step's result."""
+        self._check_delta(delta)
+        with torch.no_grad():
+            delta = delta.detach().to(self.clip.baseline_latents)
+            frame = self.render(self.t, delta)
+            terms = self.score(self.t, frame, self._prev_frame)
+        return self._finish(delta, frame, terms)
+
+    def step_through(self, delta: Tensor) -> tuple[Tensor, RewardTerms, StepResult]:
+        """``step`` for algorithms that backpropagate through the reward: also returns the frame's reward
+        terms (each (1,), differentiable in ``delta``, the previous output held fixed)."""
+        self._check_delta(delta)
+        frame = self.render(self.t, delta)
+        terms = self.score(self.t, frame, self._prev_frame)
+        detached = RewardTerms(*(getattr(terms, name).detach() for name in ("total", *TERM_NAMES)))
+        obs, result = self._finish(delta.detach(), frame.detach(), detached)
+        return obs, terms, result
 
 
 @torch.no_grad()

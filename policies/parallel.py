@@ -57,3 +57,25 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
     with torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
             dist.broadcast(tensor.data, src=src)
+
+
+def synchronized_step(optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], summed: int, accumulate: int,
+                      max_grad_norm: float) -> None:
+    """One optimiser step on gradients summed (each scaled by 1/``accumulate``) over ``summed`` transitions.
+
+    A partial sum (``summed`` < ``accumulate``, the end of an episode) is rescaled to a mean; gradients are
+    averaged over processes, checked finite (else ``FloatingPointError`` and no step), clipped to
+    ``max_grad_norm`` (0: no clip), applied and zeroed.
+    """
+    if summed < accumulate:
+        for p in parameters:
+            if p.grad is not None:
+                p.grad.mul_(accumulate / summed)
+    average_gradients(parameters)
+    if not all(torch.isfinite(p.grad).all() for p in parameters if p.grad is not None):
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError("non-finite policy gradient; the update was skipped and the policy left unchanged")
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from policies.base import Policy, register_policy
-from policies.observations import check_flow_warp, observation_channels
+from policies.observations import (
+    check_flow_warp,
+    check_observation_flow,
+    observation_channels,
+    observation_flow_field,
+)
 
 
 def _check_obs(policy: Policy, obs: Tensor) -> None:
@@ -27,6 +32,7 @@ class IdentityConfig:
     latent_channels: int
     observation: str = "pair"
     flow_warp: str = "latent"
+    observation_flow: str = observation_flow_field()
 
 
 @register_policy
@@ -47,9 +53,11 @@ class FlowBlendConfig:
     factor: float = 0.5
     observation: str = "flow"
     flow_warp: str = "latent"
+    observation_flow: str = observation_flow_field()
 
     def __post_init__(self) -> None:
         check_flow_warp(self.flow_warp)
+        check_observation_flow(self.observation_flow)
         if self.observation != "flow":
             raise ValueError("FlowBlendPolicy reads the 'flow' observation")
         if not 0.0 <= self.factor <= 1.0:

@@ -22,9 +22,10 @@ where and how much to pull toward the warped previous output.
 ``policies.observations``); the pixel warp re-encodes with the codec the
 caller passes (the pipeline's own).
 
-The config defaults are the default agent (``DEFAULT_HEADS``: the blend head on
-``flow`` observations, the residual head on ``pair``): a pixel-warp flow-blend
-of factor 0.7, the scalars learned at 1e-3. From near the baseline (init_alpha
+The policy config's defaults are the network of the default agent, which ``policies.pathwise`` trains
+by backpropagation through the reward, and of ``--algo reinforce`` (``DEFAULT_HEADS``: the blend head on
+``flow`` observations, the residual head on ``pair``): a pixel-warp flow-blend of factor 0.7 over OpenCV DIS
+flows; REINFORCE learns its scalars at 1e-3. From near the baseline (init_alpha
 0.02) REINFORCE raised the blend too slowly: warping error on the training
 windows -3% after 2 epochs at 128 px, against -49% after 1 epoch from this start
 (starry_night, shared training clips). ``head="residual"``,
@@ -51,19 +52,25 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from policies.base import Policy, check_observation_kind, register_policy
-from policies.observations import FLOW_WARPS, check_flow_warp, observation_channels
-from policies.parallel import average_gradients, mean_over_processes
+from policies.observations import (
+    FLOW_WARPS,
+    check_flow_warp,
+    check_observation_flow,
+    observation_channels,
+    observation_flow_field,
+)
+from policies.parallel import mean_over_processes, synchronized_step
 
 HEADS = ("residual", "blend")
 DEFAULT_HEADS = {"flow": "blend", "pair": "residual"}  # the blend head reads the flow observation's mask and warp
-# the scalars' learning rate by head: the blend bias learned at 1e-3 from a flow-blend of 0.7 (the default agent);
+# the scalars' learning rate by head: the blend bias learned at 1e-3 from a flow-blend of 0.7 (the REINFORCE agent);
 # the residual head's gate and log-sigma at 1e-2, as measured before the blend head existed
 DEFAULT_SCALAR_LR = {"blend": 1e-3, "residual": 1e-2}
 
 
 @dataclass
 class ReinforcePolicyConfig:
-    """Network settings (defaults: the default agent, see the module docstring); ``head`` None resolves to
+    """Network settings (defaults: the default agent's network, see the module docstring); ``head`` None resolves to
     ``DEFAULT_HEADS[observation]``."""
 
     latent_channels: int
@@ -82,6 +89,7 @@ class ReinforcePolicyConfig:
     flow_warp: str = field(default="pixel", metadata={
         "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels "
                                        "(decode, warp, re-encode)"})
+    observation_flow: str = observation_flow_field()
 
     def __post_init__(self) -> None:
         if self.head is None:
@@ -93,6 +101,7 @@ class ReinforcePolicyConfig:
         if not 0.0 < self.init_alpha < 1.0:
             raise ValueError(f"init_alpha must be in (0,1), got {self.init_alpha}")
         check_flow_warp(self.flow_warp)
+        check_observation_flow(self.observation_flow)
 
 
 def conv_norm_relu(cin: int, cout: int) -> nn.Sequential:
@@ -174,12 +183,12 @@ class ReinforcePolicy(Policy):
 
 @dataclass
 class ReinforceConfig:
-    """Learner settings (defaults: the default agent)."""
+    """REINFORCE learner settings (``--algo reinforce``)."""
 
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate of the network"})
     scalar_lr: float | None = field(default=None, metadata={
         "help": "Adam learning rate of the single scalars (gate, log-sigma, blend bias), which Adam at lr "
-                "would move by only ~lr per step; none: 1e-3 for the blend head (the default agent), 1e-2 for "
+                "would move by only ~lr per step; none: 1e-3 for the blend head, 1e-2 for "
                 "the residual head"})
     accumulate: int = field(default=4, metadata={"help": "transitions whose gradients are summed per update"})
     baseline_momentum: float = field(default=0.9, metadata={
@@ -250,19 +259,7 @@ class Reinforce:
     def _update(self, advantages: list[float]) -> None:
         """One optimiser step on the accumulated gradients, then the running baseline."""
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        if len(advantages) < self.config.accumulate:  # end of episode: rescale the partial sum to a mean
-            for p in params:
-                if p.grad is not None:
-                    p.grad.mul_(self.config.accumulate / len(advantages))
-        average_gradients(params)
-        grads = [p.grad for p in params if p.grad is not None]
-        if not all(torch.isfinite(g).all() for g in grads):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError("non-finite policy gradient; the update was skipped and the policy left unchanged")
-        if self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        synchronized_step(self.optimizer, params, len(advantages), self.config.accumulate, self.config.max_grad_norm)
         mean_advantage = mean_over_processes(sum(advantages) / len(advantages))
         m = self.config.baseline_momentum if self.updates else 0.0  # the first update sets it
         self.running_baseline = m * self.running_baseline + (1 - m) * mean_advantage
@@ -291,13 +288,21 @@ class Reinforce:
 
 def make_algorithm(observation: str, latent_channels: int, **options: Any) -> Reinforce:
     """A ``Reinforce`` learner for a fresh ``ReinforcePolicy``; ``options`` are fields of
-    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma, head, init_alpha, flow_warp) or ``ReinforceConfig``."""
+    ``ReinforcePolicyConfig`` (hidden, input_skip, init_gate, init_log_sigma, head, init_alpha, flow_warp,
+    observation_flow) or ``ReinforceConfig``."""
+    policy_config, learner_config = build_configs(observation, latent_channels, options, ReinforceConfig, "REINFORCE")
+    return Reinforce(ReinforcePolicy(policy_config), learner_config)
+
+
+def build_configs(observation: str, latent_channels: int, options: dict[str, Any], learner_class: type,
+                  algorithm: str) -> tuple[ReinforcePolicyConfig, Any]:
+    """``options`` split into a ``ReinforcePolicyConfig`` and a ``learner_class`` config; unknown names are a
+    TypeError that lists the known ones (``algorithm`` names the learner in it)."""
     policy_fields = {f.name for f in dataclasses.fields(ReinforcePolicyConfig)} - {"observation", "latent_channels"}
-    learner_fields = {f.name for f in dataclasses.fields(ReinforceConfig)}
+    learner_fields = {f.name for f in dataclasses.fields(learner_class)}
     unknown = set(options) - policy_fields - learner_fields
     if unknown:
-        raise TypeError(f"unknown REINFORCE option(s) {sorted(unknown)}; known: {sorted(policy_fields | learner_fields)}")
-    policy = ReinforcePolicy(
-        ReinforcePolicyConfig(latent_channels, observation, **{k: v for k, v in options.items() if k in policy_fields})
-    )
-    return Reinforce(policy, ReinforceConfig(**{k: v for k, v in options.items() if k in learner_fields}))
+        raise TypeError(f"unknown {algorithm} option(s) {sorted(unknown)}; known: {sorted(policy_fields | learner_fields)}")
+    policy_config = ReinforcePolicyConfig(latent_channels, observation,
+                                          **{k: v for k, v in options.items() if k in policy_fields})
+    return policy_config, learner_class(**{k: v for k, v in options.items() if k in learner_fields})

@@ -32,12 +32,15 @@ class RolloutState:
     ``apply_policy_to_chunk`` to estimate the flow across a chunk boundary.
     ``prev_output_frame`` (1,3,H,W): the previous output decoded, kept for the
     ``pixel`` flow warp (``policies.observations.pixel_warped_latent``).
+    ``decoded`` (t,3,H,W): after ``apply_policy`` with the pixel flow warp, which decodes every output anyway,
+    the chunk's refined latents decoded (the pipeline writes them instead of decoding again); else None.
     """
 
     prev_output: Tensor | None = None
     prev_baseline: Tensor | None = None
     prev_frame: Tensor | None = None
     prev_output_frame: Tensor | None = None
+    decoded: Tensor | None = None
 
 
 def observe(
@@ -125,7 +128,7 @@ def apply_policy(
         offset = count - pixel_flows.shape[0]  # 1 at the start of a video (no entry for frame 0)
     flows = _per_frame_flows(latent_flows, count, state)
     device = _policy_device(policy, baseline_latents.device)
-    outputs = []
+    outputs, decoded = [], []
     for t in range(count):
         baseline = baseline_latents[t : t + 1].to(device)
         warped = None
@@ -140,6 +143,8 @@ def apply_policy(
         state = advance(baseline, output)
         if pixel:
             state.prev_output_frame = codec.decode(output.to(codec.device)).to(output)
+            decoded.append(state.prev_output_frame)
+    state.decoded = torch.cat(decoded) if decoded else None
     return torch.cat(outputs).to(baseline_latents.device), state
 
 

@@ -38,7 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from policies.base import check_observation_kind
-from policies.observations import FLOW_WARPS, check_flow_warp, observation_channels
+from policies.observations import (
+    FLOW_WARPS,
+    check_flow_warp,
+    check_observation_flow,
+    observation_channels,
+    observation_flow_field,
+)
 from policies.reinforce import ResidualBlock, conv_norm_relu
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -63,10 +69,12 @@ class SACPolicyConfig:
     log_std_max: float = field(default=2.0, metadata={"help": "upper clamp of the plan's log standard deviation"})
     flow_warp: str = field(default="latent", metadata={
         "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels"})
+    observation_flow: str = observation_flow_field()
 
     def __post_init__(self) -> None:
         check_observation_kind(self.observation)
         check_flow_warp(self.flow_warp)
+        check_observation_flow(self.observation_flow)
         for name in ("latent_channels", "hidden", "plan_channels", "plan_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SACPolicyConfig.{name} must be a positive integer, got {getattr(self, name)}")

@@ -68,7 +68,7 @@ class TrainConfig:
     """Settings of a training run (saved as the run folder's config.json).
 
     ``algo_options``: fields of the algorithm's option dataclasses (``CONFIG_CLASSES`` of its module, e.g.
-    ``policies.reinforce``) over their defaults, which are the default agent.
+    ``policies.pathwise``) over their defaults, which are the default agent.
     """
 
     style: tuple[str, ...] = field(metadata={
@@ -77,14 +77,16 @@ class TrainConfig:
     out: str = field(metadata={"help": "run folder; refused if it holds a run, unless resuming"})
     videos: str = field(default=str(DEFAULT_VIDEOS), metadata={
         "help": "folder of training clips: video files and/or folders of numbered frames (never the test clips)"})
-    algo: str = field(default="reinforce", metadata={"choices": tuple(ALGORITHM_MODULES), "help": "learning algorithm"})
+    algo: str = field(default="pathwise", metadata={"choices": tuple(ALGORITHM_MODULES), "help": "learning algorithm"})
     obs: str = field(default="flow", metadata={
         "choices": OBSERVATION_KINDS, "help": "observation: flow = L_t, warped previous output, occlusion mask, "
                                               "difference; pair = previous and current baseline latents (Kuang & Chen)"})
-    size: int = field(default=128, metadata={"help": "frame width in pixels, aspect kept, sides multiples of 8"})
-    max_frames: int = field(default=16, metadata={
+    size: int = field(default=256, metadata={
+        "help": "frame width in pixels, aspect kept, sides multiples of 8 (256: the size users run; a policy trained "
+                "at 128 px held the style worse at 256)"})
+    max_frames: int = field(default=8, metadata={
         "help": "frames per episode: clips are cut into windows of this many frames"})
-    epochs: int = field(default=10, metadata={"help": "total epochs (one episode per window each)"})
+    epochs: int = field(default=2, metadata={"help": "total epochs (one episode per window and style each)"})
     weights: tuple[float, float, float] = field(default=(10.0, 1.0, 10.0), metadata={
         "help": "reward weights of the normalised style, content and temporal terms"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -230,7 +232,8 @@ class Trainer:
         for name, frames, style in tqdm(mine, desc="preparing clips", disable=self.rank != 0, leave=False):
             image = self.style_images[style].to(self.device)
             clips.append(prepare_clip(frames, image, stylizer, cache, flow_model, self.rewards[style],
-                                      f"{name}@{style}" if len(self.style_images) > 1 else name, flow_cache, style))
+                                      f"{name}@{style}" if len(self.style_images) > 1 else name, flow_cache, style,
+                                      self.algorithm.policy.observation_flow))
         return clips
 
     def _load_checkpoint(self) -> None:

@@ -1,10 +1,12 @@
-"""Optical flow with RAFT (Teed & Deng, ECCV 2020) through torchvision.
+"""Optical flow with RAFT (Teed & Deng, ECCV 2020) through torchvision, and the estimators by name.
 
 ``RAFTFlow`` wraps ``torchvision.models.optical_flow.raft_small`` with the
 project's shared weights (princeton-vl RAFT-small, FlyingChairs+Things) and
 takes frames in the project's convention: (N,3,H,W) RGB in [0,1], any size.
 Flows follow ``rewards.warp``'s convention: (N,2,H,W) pixels, ch0 = x right,
 ch1 = y down, ``flow_fwd[i]`` = frame i -> i+1, ``flow_bwd[i]`` = i+1 -> i.
+``build_flow_model(name, device)`` gives RAFT or an OpenCV estimator
+(``rewards.classical_flow``) by the name a configuration stores (``FLOW_ESTIMATORS``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torchvision.models.optical_flow import raft_large, raft_small
 
 from pipeline.io import weights
 from pipeline.io.files import tensor_digest
+from rewards.classical_flow import ClassicalFlow
 from rewards.warp import occlusion_mask, resize_flow
 
 RAFT_MIN_SIZE = 128  # torchvision's RAFT needs both sides >= 128 px
@@ -61,6 +64,11 @@ class RAFTFlow(nn.Module):
         self.raft.load_state_dict(weights.load_state_dict(weight_name, weights_path), strict=True)
         self.raft.requires_grad_(False)
         self.raft.eval()
+
+    @property
+    def name(self) -> str:
+        """Which estimator this is, as ``ClassicalFlow.name`` says it (for reports): ``raft-small`` or ``raft-large``."""
+        return f"raft-{self.config.size}"
 
     def train(self, mode: bool = True) -> RAFTFlow:
         """RAFT stays in eval mode (frozen BatchNorm statistics in RAFT-large)."""
@@ -103,6 +111,30 @@ def default_flow_model(device: str | torch.device = "cpu") -> RAFTFlow:
     return _cached_model(str(torch.device(device)))
 
 
+# Content-flow estimators by name (what a configuration stores): RAFT-small, the shared model; OpenCV DIS at a
+# preset ("dis" = DIS_PRESET) or Farneback, on the CPU. DIS "medium" is the fast default: at 256 px on Sintel
+# its end-point error on visible pixels (0.19 / 0.55 px on alley_1 / cave_2) was below RAFT-small's (0.30 /
+# 0.64) for about 1/30 of RAFT's time (~12 ms a frame pair, both directions, against ~260 ms on the CPU);
+# "fast" and "ultrafast" save ~5 ms a pair and double the error (tests/rewards/test_fast_flow.py).
+DIS_PRESET = "medium"
+FLOW_ESTIMATORS = ("raft", "dis", "dis-fast", "dis-ultrafast", "farneback")
+
+
+def build_flow_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The flow estimator ``name`` (one of ``FLOW_ESTIMATORS``) with ``RAFTFlow``'s call: ``model(img1, img2)``
+    -> flow (N,2,H,W) from img1 to img2, on img1's device. ``raft`` is the shared ``default_flow_model(device)``;
+    the OpenCV ones (``rewards.classical_flow.ClassicalFlow``) hold no parameters and compute on the CPU
+    whatever ``device``. An unknown name is a ValueError that lists the choices."""
+    if name not in FLOW_ESTIMATORS:
+        raise ValueError(f"unknown flow estimator {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}")
+    if name == "raft":
+        return default_flow_model(device)
+    if name == "farneback":
+        return ClassicalFlow("farneback")
+    _, _, preset = name.partition("-")
+    return ClassicalFlow("dis", preset or DIS_PRESET)
+
+
 @dataclass
 class ClipFlows:
     """Flows and reliability masks of a clip of T frames (T-1 consecutive pairs).
@@ -140,12 +172,13 @@ def _check_clip(frames: Tensor) -> None:
         raise ValueError(f"need at least 2 frames to estimate flow, got {frames.shape[0]}")
 
 
-def estimate_flows(frames: Tensor, model: RAFTFlow | None = None, batch_size: int = 8) -> tuple[Tensor, Tensor]:
+def estimate_flows(frames: Tensor, model: nn.Module | None = None, batch_size: int = 8) -> tuple[Tensor, Tensor]:
     """Forward and backward flows (each (T-1,2,H,W)) of ``frames`` (T,3,H,W) in [0,1].
 
     ``batch_size`` consecutive frame pairs are processed per RAFT call, both
     directions together (so a call sees 2 * batch_size image pairs); memory
-    is bounded by one chunk. ``model`` defaults to ``default_flow_model(frames.device)``.
+    is bounded by one chunk. ``model``: any estimator with ``RAFTFlow``'s call
+    (``build_flow_model``); it defaults to ``default_flow_model(frames.device)``.
     """
     _check_clip(frames)
     if batch_size < 1:
@@ -163,7 +196,7 @@ def estimate_flows(frames: Tensor, model: RAFTFlow | None = None, batch_size: in
 
 
 def flows_and_masks(
-    frames: Tensor, model: RAFTFlow | None = None, motion_boundaries: bool = False, batch_size: int = 8
+    frames: Tensor, model: nn.Module | None = None, motion_boundaries: bool = False, batch_size: int = 8
 ) -> ClipFlows:
     """Flows of ``frames`` (T,3,H,W) in [0,1] and their forward-backward occlusion masks."""
     flow_fwd, flow_bwd = estimate_flows(frames, model, batch_size)

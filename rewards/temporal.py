@@ -1,15 +1,16 @@
-"""Temporal consistency: the bidirectional temporal loss (reward) and the warping error (metric).
+"""Temporal consistency: the bidirectional temporal loss (reward), the warping error and its long-term
+version between frames k apart (metrics).
 
-Both use the flows of the CONTENT frames (``rewards.flow.ClipFlows``) and the
+All use the flows of the CONTENT frames (``rewards.flow.ClipFlows``) and the
 warping convention of ``rewards.warp``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rewards.flow import ClipFlows, RAFTFlow, flows_and_masks
 from rewards.warp import backward_warp
@@ -106,4 +107,72 @@ def warping_error(
         warped = backward_warp(stylized[start + 1 : stop + 1], chunk.flow_fwd)
         errors.append(_masked_mean((warped - stylized[start:stop]).square(), chunk.mask_fwd))
     per_frame = torch.cat(errors)
+    return WarpingError(mean=float(per_frame.mean()), per_frame=per_frame)
+
+
+def _check_gap(frames: Tensor, gap: int) -> None:
+    if gap < 1:
+        raise ValueError(f"the frame gap k must be >= 1, got {gap}")
+    if frames.shape[0] <= gap:
+        raise ValueError(f"frames {gap} apart need at least {gap + 1} frames, got {frames.shape[0]}")
+
+
+def _interleave(parts: list[Tensor], gap: int) -> Tensor:
+    """The rows of ``parts[r]`` at positions r, r+gap, r+2*gap, ... of one tensor (undoes ``x[r::gap]``)."""
+    out = parts[0].new_empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]))
+    for residue, part in enumerate(parts):
+        out[residue::gap] = part
+    return out
+
+
+def long_term_flows(
+    frames: Tensor, gap: int, model: nn.Module | None = None, motion_boundaries: bool = False, batch_size: int = 8
+) -> ClipFlows:
+    """Flows and occlusion masks of the T-k pairs (i, i+k) of ``frames`` (T,3,H,W) in [0,1], k = ``gap``.
+
+    Each flow is estimated DIRECTLY between frames i and i+k (both directions, the forward-backward test of
+    ``rewards.warp.occlusion_mask``), never chained: ``flow_fwd[i]`` goes from frame i to i+k, ``flow_bwd[i]``
+    back. The pairs of every residue r < k are the consecutive pairs of ``frames[r::k]``
+    (``rewards.flow.flows_and_masks``, ``batch_size`` pairs per model call). ``model`` as ``flows_and_masks``.
+    """
+    _check_gap(frames, gap)
+    parts = [flows_and_masks(frames[r::gap], model, motion_boundaries, batch_size)
+             for r in range(min(gap, frames.shape[0] - gap))]
+    return ClipFlows(*(_interleave([getattr(p, f.name) for p in parts], gap) for f in fields(ClipFlows)))
+
+
+@torch.no_grad()
+def long_term_warping_error(
+    stylized: Tensor,
+    content: Tensor,
+    gap: int,
+    flow_model: nn.Module | None = None,
+    flows: ClipFlows | None = None,
+    chunk_size: int = 8,
+) -> WarpingError:
+    """Warping error (Lai et al. 2018, as ``warping_error``) between frames k = ``gap`` apart.
+
+    E_t = sum(M (warp(S_t, F_{t-k->t}) - S_{t-k})^2) / sum(M) for t = k..T-1, with the content flow
+    F_{t-k->t} estimated directly between frames t-k and t by ``flow_model`` and M its forward-backward
+    occlusion mask (``long_term_flows``). Blending frames over time can pass the consecutive warping error
+    while the content drifts: that shows here. ``stylized`` and ``content`` (T,3,H,W) in [0,1], T > k.
+    ``per_frame`` (T-k,): entry i for the pair (i, i+k). Flows are estimated ``chunk_size`` pairs at a time
+    (memory does not grow with T), or ``flows`` gives ``long_term_flows(content, gap)`` precomputed.
+    ``gap=1`` is ``warping_error``.
+    """
+    if stylized.shape != content.shape:
+        raise ValueError(
+            f"stylized {tuple(stylized.shape)} and content {tuple(content.shape)} must have the same shape"
+        )
+    _check_gap(content, gap)
+    pairs = content.shape[0] - gap
+    if flows is not None and len(flows) != pairs:
+        raise ValueError(f"content has {content.shape[0]} frames but the flows cover {len(flows)} pairs "
+                         f"(need T-k = {pairs} for k = {gap})")
+    per_residue = [
+        warping_error(stylized[r::gap], content[r::gap], flow_model,
+                      None if flows is None else flows[r::gap], chunk_size).per_frame
+        for r in range(min(gap, pairs))
+    ]
+    per_frame = _interleave(per_residue, gap)
     return WarpingError(mean=float(per_frame.mean()), per_frame=per_frame)

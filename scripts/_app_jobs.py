@@ -237,7 +237,8 @@ class Studio:
         return JobResult(output, preview, summary, seconds, metrics, note)
 
     def evaluator(self) -> Evaluator:
-        """The scoring models (CLIP off, RAFT flow shared with the methods), loaded on first use."""
+        """The scoring models (CLIP off, RAFT flow shared with the methods, no long-term warping errors: the page
+        shows none), loaded on first use."""
         if self._evaluator is None:
-            self._evaluator = Evaluator(self.device, clip=None, flow_model=default_flow_model(self.device))
+            self._evaluator = Evaluator(self.device, clip=None, flow_model=default_flow_model(self.device), long_term=())
         return self._evaluator

@@ -8,9 +8,18 @@ Methods: baseline (frame by frame), flow-blend (non-learned reference), trained 
 (--rlministyler NAME=CHECKPOINT[,...]: any style). Default: the shared test
 clips with starry_night, 256 px wide, the first 24 frames.
 
-The report folder holds results.json, results.md (a table per metric: mean and 95% CI over clips,
-the paired difference to the baseline, and the spread over seeds), plots/ (bar charts, per-frame
-warping error), videos/ (content | baseline | each method, labelled) and index.html showing all of it.
+Did learning help? --frontier sweeps the fixed flow-blend references (default factors 0.3 0.5 0.7 0.9 with
+the latent and the pixel warp; --no-frontier: none) and the report opens with their frontier, per style: the
+lower-left convex frontier of the references' points (baseline = factor 0 included) of Gram style loss and of
+LPIPS against the warping error under the OpenCV Farneback flow (a flow no method uses), and each method's distance to it (its loss minus the
+frontier's at its warping error; "outside" beyond the frontier's range). The sweep's references are scored
+and tabulated but left out of the videos and bar charts. Metrics include the long-term warping error between
+frames K apart (--long-term, default 5 10).
+
+The report folder holds results.json, results.md (the frontier table, then a table per metric: mean and 95% CI
+over clips, the paired difference to the baseline, and the spread over seeds), plots/ (frontier.png, bar
+charts, per-frame warping error), videos/ (content | baseline | each method, labelled) and index.html showing
+all of it.
 
 Example:
     python scripts/compare.py --policy reinforce=runs/starry_night-reinforce-flow-s0 --out reports/starry
@@ -34,6 +43,8 @@ from pipeline.evaluation.comparison import (  # noqa: E402
     build_methods,
     run_comparison,
 )
+from pipeline.evaluation.frontier import DEFAULT_FRONTIER  # noqa: E402
+from pipeline.evaluation.metrics import LONG_TERM_GAPS  # noqa: E402
 from pipeline.latents.stylizers import stylizer_config_class  # noqa: E402
 from pipeline.methods import DEFAULT_FLOW_BLEND, KEYFRAME_FLOWS, METHODS  # noqa: E402
 from rewards.clip_score import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
@@ -57,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-flow-blend", action="store_true", help="leave out the flow-blend reference")
     parser.add_argument("--flow-blend", action="append", default=None, metavar="FACTOR[:WARP]",
                         help=f"{METHODS['flow-blend'].help}: {METHODS['flow-blend'].source}; repeatable")
+    parser.add_argument("--frontier", nargs="+", default=list(DEFAULT_FRONTIER), metavar="FACTOR[:WARP]",
+                        help="the flow-blend references swept for the frontier plot and the distance table "
+                             "(default: %(default)s)")
+    parser.add_argument("--no-frontier", action="store_true", help="no frontier sweep, plot or distance table")
+    parser.add_argument("--long-term", type=int, nargs="*", default=list(LONG_TERM_GAPS), metavar="K",
+                        help="long-term warping error between frames K apart, per K (default: %(default)s; 0 or no K: none)")
     parser.add_argument("--width", type=int, default=256, help="frame width in pixels (default 256)")
     parser.add_argument("--max-frames", type=int, default=24, help="first N frames of each clip; 0 = all (default 24)")
     parser.add_argument("--clip-model", default=DEFAULT_MODEL, help=f"open_clip model (default {DEFAULT_MODEL})")
@@ -85,14 +102,15 @@ def main(argv: list[str] | None = None) -> dict:
     sourced = [name for name, entry in METHODS.items() if entry.source is not None and entry.source_path]
     requests = {name: getattr(args, name.replace("-", "_")) for name in sourced}
     steps = {name: getattr(args, f"{name.replace('-', '_')}_steps") for name in sourced if METHODS[name].steps}
-    methods = build_methods(requests, flow_blends, steps)
+    frontier = [] if args.no_frontier else args.frontier
+    methods = build_methods(requests, flow_blends, steps, frontier)
     stylizer_options = config_values(stylizer_config_class(args.stylizer), args, prefix=args.stylizer)
     config = CompareConfig(
         out=args.out, clips=args.clips, styles=args.styles, width=args.width, max_frames=args.max_frames or None,
         device=args.device, cache_dir=args.cache_dir, use_cache=not args.no_cache, clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained, use_clip=not args.no_clip, seed=args.seed, overwrite=args.overwrite,
         progress=not args.quiet, stylizer=args.stylizer, stylizer_options=stylizer_options, codec=args.codec,
-        keyframes=args.keyframes, keyframe_flow=args.keyframe_flow,
+        keyframes=args.keyframes, keyframe_flow=args.keyframe_flow, long_term=args.long_term, frontier=frontier,
     )
     results = run_comparison(config, methods)
     print(f"wrote {Path(args.out) / 'index.html'} ({len(results['items'])} evaluations); tables in {Path(args.out) / 'results.md'}")

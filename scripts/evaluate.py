@@ -1,10 +1,12 @@
 """Score a stylized video against its content video and style image: temporal, style, content and CLIP metrics.
 
 Writes a JSON (atomically; an existing file is refused without --overwrite) and prints a table.
-Metrics: warping error (Lai et al. 2018) with RAFT flows and with OpenCV DIS flows of the content,
-bidirectional masked temporal L1, Gram style loss, LPIPS and SSIM to the content, CLIP similarities
-(to the content frame, to the style image, between consecutive frames). CLIP needs its weights: when
-they cannot be had (offline, not cached) the JSON says CLIP was skipped and why.
+Metrics: warping error (Lai et al. 2018) with RAFT flows and with OpenCV Farneback flows of the content, the
+long-term warping error between frames K apart (--long-term, default 5 10: warping_error_k5_raft, ...; the
+flow estimated directly between frames t-K and t; a clip of K frames or fewer skips it, as the JSON's
+long_term entry says), bidirectional masked temporal L1, Gram style loss, LPIPS and SSIM to the content,
+CLIP similarities (to the content frame, to the style image, between consecutive frames). CLIP needs its
+weights: when they cannot be had (offline, not cached) the JSON says CLIP was skipped and why.
 
 Example:
     python scripts/evaluate.py --content ../shared/data/videos/test/wolf.mp4 --stylized wolf_starry.mp4 \\
@@ -22,7 +24,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.evaluation.metrics import evaluate_video, summary_rows  # noqa: E402
+from pipeline.evaluation.metrics import JUDGE_FLOW, LONG_TERM_GAPS, evaluate_video, summary_rows  # noqa: E402
 from pipeline.evaluation.profiling import print_table  # noqa: E402
 from pipeline.io.files import write_json  # noqa: E402
 from rewards.classical_flow import METHODS as FLOW_METHODS  # noqa: E402
@@ -45,8 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip-pretrained", default=DEFAULT_PRETRAINED,
                         help=f"pretrained tag or local checkpoint file for --clip-model (default {DEFAULT_PRETRAINED})")
     parser.add_argument("--no-clip", action="store_true", help="skip the CLIP metrics")
-    parser.add_argument("--flow", choices=FLOW_METHODS, default="auto",
-                        help="classical flow estimator: auto = OpenCV DIS, else Farneback (default auto)")
+    parser.add_argument("--flow", choices=FLOW_METHODS, default=JUDGE_FLOW,
+                        help="classical flow estimator of the independent warping error (default %(default)s: "
+                             "policies observe OpenCV DIS and are trained against RAFT; auto = DIS)")
+    parser.add_argument("--long-term", type=int, nargs="*", default=list(LONG_TERM_GAPS), metavar="K",
+                        help="long-term warping error between frames K apart, per K (default: %(default)s; 0 or no K: none)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0; the metrics are deterministic)")
     return parser.parse_args(argv)
@@ -62,13 +67,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise FileNotFoundError(f"cannot write {out}: folder {out.parent} does not exist")
     clip = None if args.no_clip else load_clip(args.clip_model, args.clip_pretrained, args.device)
     result = evaluate_video(args.content, args.stylized, args.style, clip, resize=args.resize,
-                            max_frames=args.max_frames, device=args.device, classical_method=args.flow)
+                            max_frames=args.max_frames, device=args.device, classical_method=args.flow,
+                            long_term=args.long_term)
     if args.no_clip:
         result["clip"] = {"status": "skipped", "reason": "disabled with --no-clip"}
     write_json(out, result, overwrite=args.overwrite)
     print_table(summary_rows(result), f"{result['frames']} frames, {result['width']}x{result['height']} px")
     if result["inputs"]["resized"]:
         print(f"note: {result['inputs']['resized']['how']} (from {result['inputs']['resized']['from']})")
+    for skipped in result["long_term"]["skipped"]:
+        print(f"long-term warping error k={skipped['gap']} skipped: {skipped['reason']}")
     if result["clip"]["status"] != "computed":
         print(f"CLIP skipped: {result['clip']['reason']}")
     print(f"wrote {out}")

@@ -1,22 +1,25 @@
 """Train a residual-latent policy for one style, or one policy for several (any style), on a folder of clips
-(REINFORCE or SAC).
+(pathwise learning through the differentiable reward, REINFORCE or SAC).
 
 Writes a run folder: config.json, the resumable checkpoint (written after every epoch), the last and
 best policies (use with stylize_video.py --policy RUN), episodes.csv / epochs.csv and curves.png.
 
 Flags: the run settings are the fields of policies.train.TrainConfig; the algorithm settings are the
-fields of the chosen algorithm's config dataclasses, prefixed by its name (--reinforce-lr applies with
---algo reinforce, --sac-lr with --algo sac; the other algorithm's flags are ignored). Their defaults are
-the default agent: REINFORCE on flow observations with the blend head over the pixel-space warp,
-starting at a flow-blend of factor 0.7 (policies/reinforce.py). The latent space is --stylizer and --codec,
+fields of the chosen algorithm's config dataclasses, prefixed by its name (--pathwise-lr applies with
+--algo pathwise, --reinforce-lr with --algo reinforce, --sac-lr with --algo sac; the other algorithms' flags
+are ignored). Their defaults are the default agent (policies/pathwise.py): the residual network on flow
+observations (OpenCV DIS flows, the pixel-space warp, a blend head starting at a flow-blend of 0.7), trained
+by backpropagation through the reward to minimise flicker while learned Lagrange multipliers hold the style
+and content losses at 1.0x and 0.85x the frame-by-frame baseline's. The default run: one style, 2 epochs of
+the 11 shared training clips in 8-frame windows at 256 px. The latent space is --stylizer and --codec,
 with the stylizer's settings as --<stylizer>-* flags (scripts/_cli.py); config.json records them all.
 
 Examples:
     python scripts/train_policy.py --style ../shared/data/styles/starry_night.jpg
     python scripts/train_policy.py --style ../shared/data/styles/{starry_night,udnie,mondrian}.jpg  # any-style
-    python scripts/train_policy.py --style s.jpg --obs pair --epochs 20 --out runs/pair
+    python scripts/train_policy.py --style s.jpg --algo reinforce --obs pair --epochs 20 --out runs/pair  # Kuang & Chen
     python scripts/train_policy.py --style s.jpg --out runs/pair --epochs 40 --resume
-    python scripts/train_policy.py --style s.jpg --reinforce-head residual --reinforce-flow-warp latent  # from the baseline
+    python scripts/train_policy.py --style s.jpg --pathwise-style-target 0.9  # ask for more style than the baseline
     python scripts/train_policy.py --style s.jpg --stylizer diffusest --model SD15 --blip-diffusion BLIP  # SD latents
     torchrun --nproc_per_node 2 scripts/train_policy.py --style s.jpg --device cpu   # 2 CPU processes
     accelerate launch --multi_gpu --num_processes 4 scripts/train_policy.py --style s.jpg  # 4 GPUs

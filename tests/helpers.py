@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rewards.flo import read_flo
+
 # REINFORCE options whose untrained policy (gate 0) is exactly the frame-by-frame baseline (the default agent
 # starts at a pixel-warp flow-blend instead)
 FROM_BASELINE = {"head": "residual", "flow_warp": "latent"}
@@ -17,6 +19,24 @@ def load_rgb(path: Path) -> torch.Tensor:
     """(1,3,H,W) float in [0,1]."""
     array = np.array(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
+
+
+def load_binary(path: Path) -> torch.Tensor:
+    """(1,1,H,W) bool: True where the PNG is white."""
+    return torch.from_numpy(np.array(Image.open(path).convert("L")) > 127)[None, None]
+
+
+def load_sintel_pair(data_dir: Path, scene: str) -> dict[str, torch.Tensor]:
+    """A ground-truth sample of ``../shared/data/flow_gt``: frames 2 and 3 (1,3,H,W), the flow 2 -> 3 (1,2,H,W),
+    and (1,1,H,W) bool maps of the pixels occluded in frame 3 and of those without valid ground truth."""
+    root = data_dir / "flow_gt" / scene
+    return {
+        "frame2": load_rgb(root / "frame_0002.png"),
+        "frame3": load_rgb(root / "frame_0003.png"),
+        "flow": read_flo(root / "flow" / "frame_0002.flo").unsqueeze(0),
+        "occluded": load_binary(root / "occlusions" / "frame_0002.png"),
+        "invalid": load_binary(root / "invalid" / "frame_0002.png"),
+    }
 
 
 def shifted_crops(image: torch.Tensor, top: int, left: int, size: tuple[int, int], shifts: list[tuple[int, int]]):

@@ -9,7 +9,10 @@ names them, the latent cache, the flow model, the keyframe spacing), so the
 baseline latents of a (clip, style) are computed once. Every output is scored by
 ``pipeline.evaluation.metrics.Evaluator`` against the content (content flows computed once per clip).
 ``summarize`` turns the per-item scores into means with 95% confidence intervals over clips (clip x style
-pairs), over seeds, and of the paired difference to the baseline.
+pairs), over seeds, and of the paired difference to the baseline. With a frontier sweep (``CompareConfig.frontier``,
+default ``pipeline.evaluation.frontier.DEFAULT_FRONTIER``: factors 0.3 to 0.9, latent and pixel warps) the
+flow-blend references are swept and every method is placed against their frontier (``frontier_report``): does
+it beat every fixed blend at its warping error?
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pipeline.evaluation import report
-from pipeline.evaluation.metrics import METRICS, REFERENCE_OF, Evaluator
+from pipeline.evaluation.frontier import DEFAULT_FRONTIER, frontier_report
+from pipeline.evaluation.metrics import (
+    LONG_TERM_GAPS,
+    Evaluator,
+    metric_infos,
+    reference_key,
+)
 from pipeline.evaluation.profiling import device_label
 from pipeline.evaluation.stats import mean_ci
 from pipeline.io.files import shared_data_dir
@@ -46,7 +55,8 @@ from rewards.clip_score import load_clip
 from rewards.flow import MemoFlow, default_flow_model
 from rewards.reward import RewardScales, RewardWeights, combined_reward
 
-DEFAULT_CLIPS = tuple(shared_data_dir() / "videos" / "test" / name for name in ("wolf.mp4", "sintel_mountain_2", "sintel_alley"))
+DEFAULT_CLIPS = tuple(shared_data_dir() / "videos" / "test" / name
+                      for name in ("wolf.mp4", "sintel_mountain_2", "sintel_alley", "asl_signing.mp4", "rollercoaster.mp4"))
 DEFAULT_STYLES = (shared_data_dir() / "styles" / "starry_night.jpg",)
 RESERVED = ("baseline", "flow-blend", "content")
 
@@ -54,15 +64,19 @@ RESERVED = ("baseline", "flow-blend", "content")
 @dataclass(frozen=True)
 class MethodSpec:
     """A method to compare: ``label`` in the report, ``method`` its registry name, ``sources`` one per training
-    seed (a flow-blend's ``FACTOR[:WARP]``; none for the baseline), ``steps`` its refinement steps (None: as trained)."""
+    seed (a flow-blend's ``FACTOR[:WARP]``; none for the baseline), ``steps`` its refinement steps (None: as trained).
+    ``sweep``: a reference of the frontier sweep only: scored, tabulated and on the frontier plot, but left out of
+    the side-by-side videos, the bar charts and the per-frame plots."""
 
     label: str
     method: str
     sources: tuple[str | None, ...] = (None,)
     steps: int | None = None
+    sweep: bool = False
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.label, "method": self.method, "sources": list(self.sources), "steps": self.steps}
+        return {"name": self.label, "method": self.method, "sources": list(self.sources), "steps": self.steps,
+                "sweep": self.sweep}
 
 
 def parse_named_sources(text: str, flag: str) -> tuple[str, tuple[str, ...]]:
@@ -75,15 +89,19 @@ def parse_named_sources(text: str, flag: str) -> tuple[str, tuple[str, ...]]:
 
 
 def build_methods(requests: Mapping[str, Sequence[str]] | None = None, flow_blends: Sequence[str] = (DEFAULT_FLOW_BLEND,),
-                  steps: Mapping[str, int | None] | None = None) -> list[MethodSpec]:
-    """The method list of a comparison: the baseline, the flow-blend references (``FACTOR[:WARP]`` specs; one is
-    labelled ``flow-blend``, several ``flow-blend-WARP-FACTOR``), then per registry method with path sources
+                  steps: Mapping[str, int | None] | None = None, frontier: Sequence[str] = ()) -> list[MethodSpec]:
+    """The method list of a comparison: the baseline, the flow-blend references (``FACTOR[:WARP]`` specs of
+    ``flow_blends``, then those of the ``frontier`` sweep not among them, marked ``sweep``; one flow-blend in all
+    is labelled ``flow-blend``, several ``flow-blend-WARP-FACTOR``), then per registry method with path sources
     its ``requests`` (``NAME=PATH[,PATH2,...]`` texts, one path per seed) with ``steps[method]``."""
     methods = [MethodSpec("baseline", "baseline")]
-    for text in flow_blends:
-        factor, warp = parse_flow_blend(text)
-        label = "flow-blend" if len(flow_blends) == 1 else f"flow-blend-{warp}-{factor:g}"
-        methods.append(MethodSpec(label, "flow-blend", (text,)))
+    blends: dict[tuple[float, str], tuple[str, bool]] = {}  # (factor, warp) -> (spec, only in the sweep)
+    for texts, sweep in ((flow_blends, False), (frontier, True)):
+        for text in texts:
+            blends.setdefault(parse_flow_blend(text), (text, sweep))
+    for (factor, warp), (text, sweep) in blends.items():
+        label = "flow-blend" if len(blends) == 1 else f"flow-blend-{warp}-{factor:g}"
+        methods.append(MethodSpec(label, "flow-blend", (text,), sweep=sweep))
     for method, texts in (requests or {}).items():
         if method not in METHODS or not METHODS[method].source_path:
             raise ValueError(f"{method!r} is not a registered method with sources; choose one of "
@@ -99,6 +117,18 @@ def build_methods(requests: Mapping[str, Sequence[str]] | None = None, flow_blen
     if len(set(labels)) < len(labels):
         raise ValueError(f"method name(s) given twice: {sorted({n for n in labels if labels.count(n) > 1})}")
     return methods
+
+
+def frontier_references(methods: Sequence[MethodSpec]) -> dict[str, str]:
+    """The references of the frontier among ``methods``: label -> name on the plot (``0 (baseline)``, ``0.5:latent``)."""
+    names = {}
+    for spec in methods:
+        if spec.method == "baseline":
+            names[spec.label] = "0 (baseline)"
+        elif spec.method == "flow-blend":
+            factor, warp = parse_flow_blend(spec.sources[0] or DEFAULT_FLOW_BLEND)
+            names[spec.label] = f"{factor:g}:{warp}"
+    return names
 
 
 @dataclass
@@ -124,6 +154,9 @@ class CompareConfig:
     codec: str | None = None  # None: the stylizer's default
     keyframes: int = 1
     keyframe_flow: str = "farneback"
+    long_term: list[int] = field(default_factory=lambda: list(LONG_TERM_GAPS))  # gaps K of the long-term warping error
+    # the frontier sweep (build_methods' ``frontier``); empty: no frontier in the report
+    frontier: list[str] = field(default_factory=lambda: list(DEFAULT_FRONTIER))
 
     def __post_init__(self) -> None:
         if self.width < 32:
@@ -182,7 +215,7 @@ def summarize(items: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
     over the paired differences method - baseline of the (clip, style) means.
     """
     summary: dict[str, Any] = {}
-    for info in METRICS:
+    for info in metric_infos(key for item in items for key in item["metrics"]):
         per_method: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
         references: dict[tuple[str, str], float] = {}
         for item in items:
@@ -190,7 +223,7 @@ def summarize(items: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]
                 continue
             pair = (item["clip"], item["style"])
             per_method.setdefault(item["method"], {}).setdefault(pair, {})[item["seed_index"]] = item["metrics"][info.key]["mean"]
-            reference = item["reference"].get(REFERENCE_OF.get(info.key, ""))
+            reference = item["reference"].get(reference_key(info.key) or "")
             if reference is not None:
                 references[pair] = reference["mean"]
         if not per_method:
@@ -266,10 +299,11 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
     runs = prepare_methods(methods, Components(stylizer, cache, device, flow_model, keyframes=config.keyframes,
                                                     keyframe_flow=config.keyframe_flow))
     clip = load_clip(config.clip_model, config.clip_pretrained, device) if config.use_clip else None
-    evaluator = Evaluator(device, clip=clip, flow_model=flow_model, cache_flows=True)
+    evaluator = Evaluator(device, clip=clip, flow_model=flow_model, cache_flows=True, long_term=config.long_term)
     folder = report.prepare_folder(config.out, config.overwrite)
 
     items, panels, skipped = [], [], []
+    long_term_skipped: dict[str, list[dict[str, Any]]] = {}
     bar = tqdm(total=len(clips) * len(styles) * len(runs), unit="run", desc="comparing", disable=not config.progress)
     for name, (frames, fps) in clips.items():
         flow_model.clear()
@@ -288,7 +322,9 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
                 items.append({"clip": name, "style": style_name, "method": run.spec.label, "seed_index": run.seed_index,
                               "source": run.source,
                               "metrics": scores["metrics"], "reference": scores["reference"]})
-                outputs.setdefault(run.spec.label, stylized)
+                long_term_skipped.setdefault(name, scores["long_term"]["skipped"])
+                if not run.spec.sweep:
+                    outputs.setdefault(run.spec.label, stylized)
             add_combined_reward(items[first_item:])
             panels.append(report.write_clip_media(folder, name, style_name, frames, outputs, fps))
     bar.close()
@@ -304,7 +340,9 @@ def run_comparison(config: CompareConfig, methods: list[MethodSpec]) -> dict[str
         "clip_status": evaluator.clip_status(),
         "flow_estimators": evaluator.flow_names,
         "skipped": skipped,
+        "long_term": {"gaps": list(evaluator.long_term), "skipped": {clip: s for clip, s in long_term_skipped.items() if s}},
         "summary": summarize(items, method_names),
+        "frontier": frontier_report(items, frontier_references(methods)) if config.frontier else None,
         "items": items,
         "media": panels,
     }

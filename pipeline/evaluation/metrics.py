@@ -7,8 +7,15 @@ collects per-frame values:
 
 - ``warping_error_raft`` / ``warping_error_classical``: warping error of Lai
   et al. 2018 (``rewards.temporal.warping_error``) with the content's flows
-  from RAFT-small and from an independent classical estimator (OpenCV DIS,
-  ``rewards.classical_flow``), so a policy cannot win by exploiting RAFT;
+  from RAFT-small and from an independent classical estimator (OpenCV Farneback by default, ``JUDGE_FLOW``,
+  ``rewards.classical_flow``): policies observe DIS flows and are trained against RAFT flows, so the classical
+  judge is a flow family neither uses;
+- ``warping_error_k{K}_raft`` / ``warping_error_k{K}_classical``: the long-term warping error between frames
+  K apart (``rewards.temporal.long_term_warping_error``: the flow estimated directly between frames t-K and
+  t, with its forward-backward occlusion mask), K in ``long_term`` (default ``LONG_TERM_GAPS`` = 5, 10).
+  Blending frames over time can pass the consecutive warping error while smearing the video; this catches
+  it. A clip of K frames or fewer has no such pair: the metric is left out and the result's ``long_term``
+  entry says so;
 - ``temporal_l1``: the bidirectional occlusion-masked L1 of Kuang & Chen
   (``rewards.temporal.temporal_loss``) with the RAFT flows;
 - ``style_gram``: Gram style loss to the style image (``rewards.style``);
@@ -20,7 +27,7 @@ collects per-frame values:
   CLIP ran; otherwise the result's ``clip`` entry says it was skipped and why.
 
 Per-pair series (temporal metrics, ``clip_consecutive``) have T-1 entries,
-entry i for frames (i, i+1); per-frame series have T. ``reference`` holds
+entry i for frames (i, i+1) (the long-term ones T-K, entry i for frames (i, i+K)); per-frame series have T. ``reference`` holds
 the same temporal measures of the content video itself (its own warping
 error is not 0: flows are imperfect, and there are occlusions and lighting
 changes), the scale against which a stylized video's numbers are read.
@@ -29,6 +36,8 @@ changes), the scale against which a stylized video's numbers are read.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +56,12 @@ from rewards.flow import ClipFlows, default_flow_model, flows_and_masks
 from rewards.ssim import WINDOW as SSIM_WINDOW
 from rewards.ssim import ssim
 from rewards.style import GramStyleLoss
-from rewards.temporal import temporal_loss, warping_error
+from rewards.temporal import (
+    long_term_flows,
+    long_term_warping_error,
+    temporal_loss,
+    warping_error,
+)
 from rewards.vgg import VGG16Features
 
 VideoInput = Tensor | str | os.PathLike
@@ -85,6 +99,54 @@ REFERENCE_OF = {
     "temporal_l1": "content_temporal_l1",
     "clip_consecutive": "content_clip_consecutive",
 }
+LONG_TERM_GAPS = (5, 10)  # frame gaps K of the long-term warping error by default
+FLOW_LABELS = {"raft": "RAFT", "classical": "OpenCV"}
+# the classical judge: Farneback, a flow family that neither the policies' observations (OpenCV DIS by default)
+# nor the reward (RAFT-small) use
+JUDGE_FLOW = "farneback"
+_LONG_TERM_KEY = re.compile(r"warping_error_k(\d+)_(raft|classical)")
+
+
+def long_term_key(gap: int, flow: str) -> str:
+    """The metric key of the long-term warping error between frames ``gap`` apart under the ``flow`` judge."""
+    return f"warping_error_k{gap}_{flow}"
+
+
+def long_term_gaps(gaps: Iterable[int]) -> tuple[int, ...]:
+    """The long-term gaps to compute, sorted and unique; 0 stands for none (``--long-term 0``), 1 and negative
+    gaps are refused (gap 1 is the consecutive warping error)."""
+    gaps = {int(g) for g in gaps} - {0}
+    if any(g < 2 for g in gaps):
+        raise ValueError(f"long-term gaps must be >= 2 frames (1 is the consecutive warping error; 0: none), got {sorted(gaps)}")
+    return tuple(sorted(gaps))
+
+
+def metric_info(key: str) -> MetricInfo | None:
+    """How to read the metric ``key`` (a key of ``METRICS`` or a long-term warping error of any gap), None if not one."""
+    if key in METRIC_INFO:
+        return METRIC_INFO[key]
+    match = _LONG_TERM_KEY.fullmatch(key)
+    if match is None:
+        return None
+    return MetricInfo(key, f"Warping error {match[1]} frames apart, {FLOW_LABELS[match[2]]} flow", "lower", "pair")
+
+
+def reference_key(key: str) -> str | None:
+    """The key in an evaluation's ``reference`` of the content's own value of metric ``key``, if it has one."""
+    return REFERENCE_OF.get(key) or (f"content_{key}" if _LONG_TERM_KEY.fullmatch(key) else None)
+
+
+def _table_rank(info: MetricInfo) -> tuple[int, int, int]:
+    """Table order: that of ``METRICS``, the long-term warping errors (by gap) after the consecutive ones."""
+    match = _LONG_TERM_KEY.fullmatch(info.key)
+    if match is None:
+        return METRICS.index(info), 0, 0
+    return METRICS.index(METRIC_INFO["warping_error_classical"]), int(match[1]), list(FLOW_LABELS).index(match[2])
+
+
+def metric_infos(keys: Iterable[str]) -> list[MetricInfo]:
+    """The ``MetricInfo`` of each metric among ``keys`` (others ignored), once each, in table order."""
+    return sorted({info.key: info for key in keys if (info := metric_info(key)) is not None}.values(), key=_table_rank)
 
 
 def _series(values: Tensor) -> dict[str, Any]:
@@ -113,7 +175,8 @@ class Evaluator:
     its reason) or None (skipped: not requested). ``chunk_size``: frame pairs
     whose flows are held at once (memory does not grow with the clip unless
     ``cache_flows``, which keeps the flows of the last content clip so that
-    several stylizations of one clip share them).
+    several stylizations of one clip share them). ``long_term``: the frame gaps
+    K of the long-term warping errors (``long_term_gaps``; empty: none).
     """
 
     def __init__(
@@ -124,6 +187,7 @@ class Evaluator:
         classical_flow: ClassicalFlow | None = None,
         chunk_size: int = 8,
         cache_flows: bool = False,
+        long_term: Sequence[int] = LONG_TERM_GAPS,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -132,13 +196,14 @@ class Evaluator:
         self.lpips = LPIPSDistance().to(self.device)
         self.flow_models = {
             "raft": flow_model if flow_model is not None else default_flow_model(self.device),
-            "classical": classical_flow if classical_flow is not None else ClassicalFlow(),
+            "classical": classical_flow if classical_flow is not None else ClassicalFlow(JUDGE_FLOW),
         }
         self.clip = clip.to(self.device) if isinstance(clip, CLIPScorer) else clip
         self.chunk_size = chunk_size
         self.cache_flows = cache_flows
+        self.long_term = long_term_gaps(long_term)
         self._style_losses: dict[str, GramStyleLoss] = {}
-        self._flows: tuple[str, dict[str, list[ClipFlows]]] | None = None
+        self._flows: tuple[str, dict[Any, Any]] | None = None  # (content digest, flows by what they are)
 
     @property
     def flow_names(self) -> dict[str, str]:
@@ -160,18 +225,43 @@ class Evaluator:
         """(start, stop) frame ranges, stop inclusive, covering the count-1 pairs in chunks overlapping by one frame."""
         return [(s, min(s + self.chunk_size, count - 1)) for s in range(0, count - 1, self.chunk_size)]
 
+    def _cached(self, content: Tensor, what: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept for the last content clip when ``cache_flows`` (``what`` names the result)."""
+        if not self.cache_flows:
+            return compute()
+        key = tensor_digest(content)
+        if self._flows is None or self._flows[0] != key:
+            self._flows = (key, {})
+        if what not in self._flows[1]:
+            self._flows[1][what] = compute()
+        return self._flows[1][what]
+
     def content_flows(self, content: Tensor) -> dict[str, list[ClipFlows]]:
         """Flows and occlusion masks of ``content`` per estimator, one ``ClipFlows`` per chunk of pairs."""
-        key = tensor_digest(content) if self.cache_flows else None
-        if key is not None and self._flows is not None and self._flows[0] == key:
-            return self._flows[1]
-        flows = {
+        return self._cached(content, "consecutive", lambda: {
             name: [flows_and_masks(content[s : e + 1], model, batch_size=self.chunk_size) for s, e in self._pair_ranges(content.shape[0])]
             for name, model in self.flow_models.items()
-        }
-        if key is not None:
-            self._flows = (key, flows)
-        return flows
+        })
+
+    def long_term_flows(self, content: Tensor, gap: int) -> dict[str, ClipFlows]:
+        """Flows and occlusion masks of the pairs (i, i+``gap``) of ``content`` per estimator (``rewards.temporal.long_term_flows``)."""
+        return self._cached(content, ("long-term", gap), lambda: {
+            name: long_term_flows(content, gap, model, batch_size=self.chunk_size) for name, model in self.flow_models.items()
+        })
+
+    def _long_term(self, content: Tensor, stylized: Tensor, metrics: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+        """Add the long-term warping errors to ``metrics`` and ``reference``; returns the gaps and the ones skipped (clip too short)."""
+        frames = content.shape[0]
+        skipped = []
+        for gap in self.long_term:
+            if frames <= gap:
+                skipped.append({"gap": gap, "reason": f"the clip has {frames} frames; frames {gap} apart need at least {gap + 1}"})
+                continue
+            for name, flows in self.long_term_flows(content, gap).items():
+                key = long_term_key(gap, name)
+                metrics[key] = _series(long_term_warping_error(stylized, content, gap, flows=flows).per_frame)
+                reference[reference_key(key)] = _series(long_term_warping_error(content, content, gap, flows=flows).per_frame)
+        return {"gaps": list(self.long_term), "skipped": skipped}
 
     def _batched(self, fn, *tensors: Tensor) -> Tensor:
         return torch.cat([fn(*(t[i : i + self.chunk_size] for t in tensors)) for i in range(0, tensors[0].shape[0], self.chunk_size)])
@@ -195,6 +285,7 @@ class Evaluator:
                 [warping_error(stylized[s : e + 1], content[s : e + 1], flows=f).per_frame for (s, e), f in zip(ranges, chunks)]))
             reference[f"content_warping_error_{name}"] = _series(torch.cat(
                 [warping_error(content[s : e + 1], content[s : e + 1], flows=f).per_frame for (s, e), f in zip(ranges, chunks)]))
+        long_term = self._long_term(content, stylized, metrics, reference)
         raft = flows["raft"]
         metrics["temporal_l1"] = _series(torch.cat([temporal_loss(stylized[s : e + 1], f) for (s, e), f in zip(ranges, raft)]))
         reference["content_temporal_l1"] = _series(torch.cat([temporal_loss(content[s : e + 1], f) for (s, e), f in zip(ranges, raft)]))
@@ -214,6 +305,7 @@ class Evaluator:
             "flow_estimators": self.flow_names,
             "metrics": metrics,
             "reference": reference,
+            "long_term": long_term,
             "clip": self.clip_status(),
         }
 
@@ -276,20 +368,22 @@ def evaluate_video(
     resize: bool = False,
     max_frames: int | None = None,
     device: str | torch.device = "cpu",
-    classical_method: str = "auto",
+    classical_method: str = JUDGE_FLOW,
+    long_term: Sequence[int] = LONG_TERM_GAPS,
 ) -> dict[str, Any]:
     """Metrics of a stylized video (see the module docstring) as a JSON-serialisable dict.
 
     ``content``/``stylized``: video files, frame folders or tensors (T,3,H,W)
     in [0,1]; ``style_image``: an image path or a tensor (1,3,H,W).
     ``clip_model``: from ``rewards.clip_score.load_clip`` (None: CLIP skipped,
-    not requested). ``classical_method``: ``auto`` (DIS, else Farneback),
-    ``dis`` or ``farneback``.
+    not requested). ``classical_method``: ``farneback`` (default, ``JUDGE_FLOW``), ``dis`` or ``auto`` (DIS, else Farneback),
+    ``dis`` or ``farneback``. ``long_term``: the gaps of the long-term warping
+    errors (empty: none).
     """
     content_frames, stylized_frames, notes = load_inputs(content, stylized, max_frames, resize)
     style_name = "<style tensor>" if isinstance(style_image, Tensor) else str(style_image)
     style = style_image if isinstance(style_image, Tensor) else load_image(Path(style_image))
-    evaluator = Evaluator(device, clip=clip_model, classical_flow=ClassicalFlow(classical_method))
+    evaluator = Evaluator(device, clip=clip_model, classical_flow=ClassicalFlow(classical_method), long_term=long_term)
     result = evaluator.evaluate(content_frames, stylized_frames, style)
     return {"format": "vstyle-metrics-v1", "inputs": {**notes, "style": style_name}, **result}
 
@@ -297,10 +391,8 @@ def evaluate_video(
 def summary_rows(result: dict[str, Any]) -> list[dict[str, object]]:
     """Rows (metric, mean, better, content's own) of an ``evaluate_video`` result, for ``print_table``."""
     rows = []
-    for info in METRICS:
-        if info.key not in result["metrics"]:
-            continue
-        ref = result["reference"].get(REFERENCE_OF.get(info.key, ""))
+    for info in metric_infos(result["metrics"]):
+        ref = result["reference"].get(reference_key(info.key) or "")
         rows.append({
             "metric": info.label,
             "mean": result["metrics"][info.key]["mean"],

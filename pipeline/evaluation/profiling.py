@@ -1,10 +1,12 @@
-"""Small measuring helpers shared by the benchmark scripts."""
+"""Small measuring helpers shared by the benchmark scripts: timing side by side, peak memory in fresh
+processes, tables, and the stages of the stylization pipeline timed one by one."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import time
@@ -12,8 +14,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from pipeline.io.video import write_video
+from pipeline.stylize import StylizationPipeline
+from policies.observations import LatentFlows, build_observation, latent_flows, pixel_warped_latent
+from rewards.flow import ClipFlows, flows_and_masks
 
 
 def device_label(device: str | torch.device = "cpu") -> str:
@@ -52,8 +58,18 @@ def seconds_per_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, in MiB: Linux's ``VmHWM`` of /proc/self/status, else
+    ``ru_maxrss``. Not ``ru_maxrss`` on Linux: a child process inherits its parent's there (the kernel carries the
+    forking process's peak across exec), so a fresh process would report the parent's peak when that was higher."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    if found:
+        return int(found.group(1)) / 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if platform.system() == "Darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
 
 
 def peak_memory_mib(device: str | torch.device = "cpu") -> dict[str, float | None]:
@@ -105,3 +121,59 @@ def print_table(rows: list[dict[str, object]], title: str | None = None) -> None
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for c in cells:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(c, widths)) + " |")
+
+
+def model_label(model: nn.Module | None) -> str:
+    """The name a flow model reports (``RAFTFlow.name``, ``ClassicalFlow.name``), else its class; ``none``."""
+    return "none" if model is None else getattr(model, "name", type(model).__name__)
+
+
+@torch.no_grad()
+def pipeline_stages(pipeline: StylizationPipeline, frames: Tensor, style: Tensor) -> dict[str, Callable[[], object]]:
+    """The stages of ``pipeline.stylize_chunk`` on one chunk ``frames`` (T,3,H,W) with ``style``, each as a
+    function to time alone, on the pipeline's own components (stylizer, codec, policy, flow model):
+
+    - ``stylize``: encode + the per-frame stylizer; ``decode``: the codec's decode of the chunk;
+    - with a flow-observation policy, ``content flow``: both directions, occlusion masks, latent-size flows;
+    - with a policy, ``policy network``: one action per frame (batch 1, as the rollout acts);
+    - with the pixel flow warp, ``pixel warp``: the warped previous output re-encoded (2 encodes a frame), and
+      ``rollout decodes``: each output decoded alone for the next frame's warp.
+    """
+    stylizer, codec, policy, flow_model = pipeline.stylizer, pipeline.codec, pipeline.policy, pipeline.flow_model
+    latents = stylizer.stylize(frames, style)
+    stages: dict[str, Callable[[], object]] = {
+        f"stylize (encode + {stylizer.name})": lambda: stylizer.stylize(frames, style),
+        "decode": lambda: codec.decode(latents),
+    }
+    if policy is None:
+        return stages
+    count, latent_size = frames.shape[0], tuple(latents.shape[-2:])
+    flow = mask = pixel = None
+    if policy.observation == "flow":
+        def content_flow() -> tuple[ClipFlows, LatentFlows]:
+            clip = flows_and_masks(frames, flow_model)
+            return clip, latent_flows(clip.flow_bwd, clip.mask_bwd, latent_size)
+
+        stages[f"content flow ({model_label(flow_model)})"] = content_flow
+        pixel, small = content_flow()
+        flow, mask = small.flow, small.mask
+    observations = [build_observation(policy.observation, latents[:1])] + [
+        build_observation(policy.observation, latents[t : t + 1], latents[t - 1 : t], latents[t - 1 : t],
+                          None if flow is None else flow[t - 1 : t], None if mask is None else mask[t - 1 : t])
+        for t in range(1, count)]
+    stages["policy network"] = lambda: [policy.act(obs, deterministic=True) for obs in observations]
+    if pixel is not None and policy.flow_warp == "pixel":
+        decoded = codec.decode(latents)
+        stages["pixel warp (2 encodes a frame)"] = lambda: [
+            pixel_warped_latent(codec, decoded[t - 1 : t], pixel.flow_bwd[t - 1 : t], latents[t - 1 : t])
+            for t in range(1, count)]
+        stages["rollout decodes (1 a frame)"] = lambda: [codec.decode(latents[t : t + 1]) for t in range(count)]
+    return stages
+
+
+def stage_milliseconds(pipeline: StylizationPipeline, frames: Tensor, style: Tensor, repeats: int) -> dict[str, float]:
+    """Milliseconds per frame of each stage of ``pipeline_stages`` (median of ``repeats``, timed in turn)."""
+    stages = pipeline_stages(pipeline, frames, style)
+    with torch.no_grad():
+        seconds = alternating_medians(list(stages.values()), repeats)
+    return {name: 1000 * value / frames.shape[0] for name, value in zip(stages, seconds)}

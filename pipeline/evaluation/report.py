@@ -2,8 +2,12 @@
 
 Layout (all paths in the HTML are relative, so the folder can be moved or served):
 
-    results.json            everything: config, per (clip, style, method, seed) metrics with per-frame values, summary
-    results.md              a table per metric: mean, 95% CI over clips, paired difference to the baseline, seeds
+    results.json            everything: config, per (clip, style, method, seed) metrics with per-frame values, summary,
+                            the frontier (pipeline.evaluation.frontier.frontier_report)
+    results.md              first the frontier plot and the distance table, then a table per metric: mean, 95% CI over
+                            clips, paired difference to the baseline, seeds
+    plots/frontier.png      per style, Gram style loss and LPIPS against the warping error (OpenCV Farneback flow): the fixed
+                            flow-blend references' frontier, the references labelled FACTOR:WARP, a marker per method
     plots/metrics.png       bar chart per metric (error bars: 95% CI over clips; dots: each clip; dashed: the content's own value)
     plots/per_frame_<clip>__<style>.png   warping error per frame pair, RAFT and OpenCV flows
     videos/<clip>__<style>.mp4 / .png     side by side, labelled: content | baseline | each method (H.264), and its poster
@@ -28,13 +32,19 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from pipeline.evaluation.metrics import METRIC_INFO
+from pipeline.evaluation.frontier import ABOVE_RANGE, BELOW_RANGE, NO_FRONTIER
+from pipeline.evaluation.metrics import metric_info
 from pipeline.io.files import atomic_output, write_json
 from pipeline.io.images import save_image
 from pipeline.io.video import write_video
 
 LABEL_STRIP = 20  # px above each panel of the side-by-side video (even: H.264 yuv420p)
 REPORT_FILES = ("results.json", "results.md", "index.html")
+FRONTIER_PLOT = "plots/frontier.png"
+FRONTIER_TITLE = "Did learning help? The fixed flow-blend frontier"
+OUTSIDE = {BELOW_RANGE: "outside (warping error below the range)", ABOVE_RANGE: "outside (warping error above the range)",
+           NO_FRONTIER: "no frontier (no reference)"}
+MARKERS = "os^Dv<>Pp*Xh"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -159,7 +169,7 @@ def plot_per_frame(items: list[dict[str, Any]], methods: list[str], path: Path) 
                 axes.plot(range(1, len(values) + 1), values, marker=".", color=f"C{colour % 10}", label=method)
         own = items[0]["reference"][f"content_{key}"]["per_frame"]
         axes.plot(range(1, len(own) + 1), own, color="black", linestyle="--", label="content's own")
-        axes.set_title(METRIC_INFO[key].label, fontsize=9)
+        axes.set_title(metric_info(key).label, fontsize=9)
         axes.set_xlabel("frame t (pair t-1, t)", fontsize=8)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.tick_params(labelsize=7)
@@ -168,8 +178,76 @@ def plot_per_frame(items: list[dict[str, Any]], methods: list[str], path: Path) 
     _save_figure(figure, path)
 
 
+def plot_frontier(frontier: dict[str, Any], path: Path) -> None:
+    """Per style a row of panels, one per target (Gram style loss, LPIPS) against the warping error axis: the
+    references' frontier (black line), the references (grey dots labelled FACTOR:WARP), each other method a
+    coloured marker. ``frontier``: ``pipeline.evaluation.frontier.frontier_report``'s result."""
+    styles, targets = frontier["styles"], frontier["targets"]
+    figure = Figure(figsize=(5.4 * len(targets), 3.9 * len(styles)))
+    for row, (style, entry) in enumerate(styles.items()):
+        references = [p for p in entry["points"].values() if p["reference"] is not None]
+        methods = [(m, p) for m, p in entry["points"].items() if p["reference"] is None]
+        for column, target in enumerate(targets):
+            axes = figure.add_subplot(len(styles), len(targets), row * len(targets) + column + 1)
+            vertices = entry["frontiers"][target]
+            if vertices:
+                axes.plot(*zip(*vertices), color="black", linewidth=1.2, marker="o", markersize=8, markerfacecolor="none",
+                          label="frontier of the fixed references", zorder=1)
+            axes.scatter([p["x"] for p in references], [p[target]["y"] for p in references], color="grey", s=16, zorder=2,
+                         label="fixed references (FACTOR:WARP)")
+            for point in references:
+                axes.annotate(point["reference"], (point["x"], point[target]["y"]), textcoords="offset points",
+                              xytext=(3, 3), fontsize=6, color="dimgrey")
+            for index, (method, point) in enumerate(methods):
+                axes.scatter(point["x"], point[target]["y"], marker=MARKERS[index % len(MARKERS)], s=42,
+                             color=f"C{index % 10}", label=method, zorder=3)
+            axes.set_xlabel(f"{metric_info(frontier['axis']).label} (lower is better)", fontsize=8)
+            axes.set_ylabel(metric_info(target).label, fontsize=8)
+            axes.set_title(f"{style}: {metric_info(target).label} vs warping error", fontsize=9)
+            axes.tick_params(labelsize=7)
+            axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
+
+
+def _distance(distance: dict[str, Any]) -> list[str]:
+    """The cells (Δ, Δ %) of a ``FrontierDistance.as_dict``."""
+    if distance["outside"] is not None:
+        return [OUTSIDE[distance["outside"]] + (", dominated" if distance["dominated"] else ""), "—"]
+    relative = distance["relative"]
+    return [f"{distance['delta']:+.4g}", "—" if relative is None else f"{100 * relative:+.1f}%"]
+
+
+def frontier_table(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Per style and method: its warping error and, per target, its value and distance to the references'
+    frontier (absolute and relative); None without a frontier."""
+    frontier = results.get("frontier")
+    if not frontier:
+        return None
+    targets = frontier["targets"]
+    rows = []
+    for style, entry in frontier["styles"].items():
+        points = sorted(entry["points"].items(), key=lambda item: item[1]["reference"] is None)  # references first
+        for method, point in points:
+            cells = [style, method, point["reference"] or "—", _fmt(point["x"])]
+            for target in targets:
+                cells += [_fmt(point[target]["y"]), *_distance(point[target])]
+            rows.append(cells)
+    header = ["style", "method", "reference", metric_info(frontier["axis"]).label]
+    for target in targets:
+        label = metric_info(target).label
+        header += [label, f"Δ {label} vs frontier", "Δ %"]
+    note = ("Means over clips, per style. The frontier is the lower-left convex frontier of the fixed references "
+            "(the baseline = factor 0 and the flow-blends, labelled FACTOR:WARP) in (warping error, loss), both lower "
+            "is better. Δ = the method's loss minus the frontier's at the method's warping error (linear "
+            "interpolation; % of the frontier's value): negative = below the frontier, a better trade-off than any "
+            "fixed blend; 0 = a reference on the frontier. Outside the frontier's warping-error range there is no "
+            "frontier value (never extrapolated); dominated = a frontier reference is at least as good on both axes.")
+    return {"key": "frontier", "title": "Distance to the frontier", "note": note, "header": header, "rows": rows}
 
 
 def _ci(stat: dict[str, Any] | None) -> str:
@@ -220,7 +298,7 @@ def per_clip_table(results: dict[str, Any]) -> dict[str, Any]:
     for (clip, style, method), group in groups.items():
         cells = [_fmt(float(np.mean([i["metrics"][k]["mean"] for i in group]))) if k in group[0]["metrics"] else "—" for k in keys]
         rows.append([clip, style, method, *cells])
-    header = ["clip", "style", "method", *(METRIC_INFO[k].label for k in keys)]
+    header = ["clip", "style", "method", *(metric_info(k).label for k in keys)]
     return {"title": "Per clip", "note": "means over frames (and over seeds)", "header": header, "rows": rows}
 
 
@@ -242,11 +320,26 @@ def _notes(results: dict[str, Any]) -> list[str]:
     ]
     for skip in results["skipped"]:
         notes.append(f"Not run: {skip['method']} ({skip['source']}) on {skip['clip']} / {skip['style']}: {skip['reason']}.")
+    long_term = results.get("long_term") or {"gaps": [], "skipped": {}}
+    if long_term["gaps"]:
+        notes.append("Long-term warping error between frames K apart, K = " + ", ".join(map(str, long_term["gaps"]))
+                     + ": the flow estimated directly between frames t-K and t, occlusion-masked, Lai et al.'s error.")
+    for clip, gaps in long_term["skipped"].items():
+        notes += [f"Not computed on {clip}: long-term warping error k={g['gap']} ({g['reason']})." for g in gaps]
+    sweep = [m["name"] for m in results["methods"] if m.get("sweep")]
+    if sweep:
+        notes.append(f"Frontier sweep: {len(sweep)} fixed flow-blend references only in the frontier plot and the tables "
+                     "(not in the videos, bar charts and per-frame plots).")
     return notes
 
 
+def _shown_methods(results: dict[str, Any]) -> list[str]:
+    """The methods of the videos, bar charts and per-frame plots: all but the frontier sweep's own references."""
+    return [m["name"] for m in results["methods"] if not m.get("sweep")]
+
+
 def markdown_report(results: dict[str, Any]) -> str:
-    """results.md: notes, a table per metric, the per-clip table."""
+    """results.md: the frontier plot and its distance table first, then notes, a table per metric, the per-clip table."""
     def table(t: dict[str, Any], level: str = "##") -> list[str]:
         lines = [f"{level} {t['title']}", "", f"_{t['note']}_", "", "| " + " | ".join(t["header"]) + " |",
                  "|" + "|".join("---" for _ in t["header"]) + "|"]
@@ -254,7 +347,11 @@ def markdown_report(results: dict[str, Any]) -> str:
         return [*lines, ""]
 
     methods = ", ".join(m["name"] for m in results["methods"])
-    lines = [f"# Comparison: {methods}", "", *(f"{n}\n" for n in _notes(results))]
+    lines = [f"# Comparison: {methods}", ""]
+    frontier = frontier_table(results)
+    if frontier is not None:
+        lines += [f"## {FRONTIER_TITLE}", "", f"![frontier]({FRONTIER_PLOT})", "", *table(frontier, "###")]
+    lines += [f"{n}\n" for n in _notes(results)]
     for t in metric_tables(results):
         lines += table(t)
     lines += table(per_clip_table(results))
@@ -269,7 +366,8 @@ def _html_table(t: dict[str, Any]) -> str:
 
 
 def html_report(results: dict[str, Any]) -> str:
-    """index.html: notes, the bar plots, the tables, and per clip its side-by-side video and per-frame plot."""
+    """index.html: the frontier plot and table, notes, the bar plots, the tables, and per clip its side-by-side
+    video and per-frame plot."""
     methods = ", ".join(m["name"] for m in results["methods"])
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -278,6 +376,12 @@ def html_report(results: dict[str, Any]) -> str:
         "td,th{border:1px solid #bbb;padding:2px 8px;font-size:13px}th{background:#eee}.note{color:#555;font-size:13px}"
         "img,video{max-width:100%;display:block;margin:6px 0}</style></head><body>",
         f"<h1>Comparison: {html.escape(methods)}</h1>",
+    ]
+    frontier = frontier_table(results)
+    if frontier is not None:
+        parts += [f"<h2>{html.escape(FRONTIER_TITLE)}</h2>",
+                  f"<img src='{FRONTIER_PLOT}' alt='frontier of the fixed flow-blend references'>", _html_table(frontier)]
+    parts += [
         *(f"<p class=note>{html.escape(n)}</p>" for n in _notes(results)),
         "<h2>Metrics</h2><img src='plots/metrics.png' alt='bar plots of every metric'>",
         *(_html_table(t) for t in metric_tables(results)),
@@ -298,7 +402,9 @@ def html_report(results: dict[str, Any]) -> str:
 
 def write_report(folder: Path, results: dict[str, Any]) -> None:
     """Write the plots, results.json, results.md and index.html of ``results`` into ``folder``."""
-    methods = [m["name"] for m in results["methods"]]
+    methods = _shown_methods(results)
+    if results.get("frontier"):
+        plot_frontier(results["frontier"], folder / FRONTIER_PLOT)
     plot_metric_bars(results["summary"], results["items"], methods, folder / "plots" / "metrics.png")
     for media in results["media"]:
         items = [i for i in results["items"] if i["clip"] == media["clip"] and i["style"] == media["style"]]

@@ -14,9 +14,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluation.metrics import Evaluator, evaluate_video, load_inputs
-from pipeline.io.images import load_image, resize_to_width, save_image
+from pipeline.evaluation.metrics import (
+    JUDGE_FLOW,
+    Evaluator,
+    evaluate_video,
+    load_inputs,
+    long_term_gaps,
+    metric_infos,
+    reference_key,
+    summary_rows,
+)
 from pipeline.evaluation.stats import mean_ci, t_quantile_975
+from pipeline.io.images import load_image, resize_to_width, save_image
 from pipeline.io.video import VideoReadError, read_video, write_video
 from rewards.classical_flow import ClassicalFlow
 from rewards.clip_score import CLIPScorer, CLIPUnavailable, load_clip
@@ -94,7 +103,7 @@ def test_content_against_itself_scores_as_the_content(self_result):
     assert len(self_result["metrics"]["warping_error_raft"]["per_frame"]) == 3  # one per consecutive pair
     assert self_result["clip"] == {"status": "skipped", "reason": "no CLIP model was requested"}
     assert not any(key.startswith("clip_") for key in self_result["metrics"])
-    assert self_result["flow_estimators"]["classical"] == "opencv-dis-medium"
+    assert self_result["flow_estimators"]["classical"] == "opencv-farneback"  # JUDGE_FLOW
 
 
 def test_flicker_raises_warping_error_and_a_shift_does_not(evaluator, wolf, style, self_result):
@@ -112,13 +121,68 @@ def test_flicker_raises_warping_error_and_a_shift_does_not(evaluator, wolf, styl
     assert shifted["metrics"]["lpips_content"]["mean"] > 0.03
 
 
+def drifting(frames: torch.Tensor, step: float = 0.01) -> torch.Tensor:
+    """A slowly drifting copy: a colour offset growing by ``step`` per frame (+R, +G/2, -B)."""
+    tint = torch.tensor([1.0, 0.5, -1.0]).view(1, 3, 1, 1)
+    return (frames + step * torch.arange(frames.shape[0], dtype=frames.dtype).view(-1, 1, 1, 1) * tint).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def wolf_long(data_dir) -> torch.Tensor:
+    """12 real frames (12,3,64,64) of the wolf test clip: pairs 5 and 10 frames apart."""
+    frames, _ = read_video(data_dir / "videos" / "test" / "wolf.mp4", max_frames=12)
+    return resize_to_width(frames, 64)
+
+
+def test_long_term_warping_error_is_the_contents_own_for_the_content_and_rises_with_a_drift(wolf_long, style):
+    evaluator = Evaluator(cache_flows=True)  # RAFT and OpenCV judges, gaps 5 and 10 by default
+    own = evaluator.evaluate(wolf_long, wolf_long, style)
+    drift = evaluator.evaluate(wolf_long, drifting(wolf_long), style)
+    assert own["long_term"] == {"gaps": [5, 10], "skipped": []}
+    for estimator in ("raft", "classical"):
+        keys = {1: f"warping_error_{estimator}"}
+        for gap in (5, 10):
+            keys[gap] = key = f"warping_error_k{gap}_{estimator}"
+            assert reference_key(key) == f"content_{key}"
+            assert own["metrics"][key] == own["reference"][f"content_{key}"]  # the content itself: exactly the reference
+            assert len(own["metrics"][key]["per_frame"]) == 12 - gap  # one per pair (i, i+k)
+            assert drift["reference"][f"content_{key}"] == own["reference"][f"content_{key}"]
+        errors = {gap: (own["metrics"][key]["mean"], drift["metrics"][key]["mean"]) for gap, key in keys.items()}
+        print(f"\nwolf 64 px (content, drifting copy), {estimator}: {errors}")
+        assert errors[1][1] < 1.3 * errors[1][0], estimator  # the consecutive test is passed
+        assert errors[10][1] > 1.5 * errors[10][0], estimator  # frames 10 apart show the drift
+        excess = {gap: drifted - content for gap, (content, drifted) in errors.items()}
+        assert excess[10] > 30 * excess[1] > 0 and excess[10] > excess[5] > excess[1], estimator  # ~ k^2
+    rows = {row["metric"]: row for row in summary_rows(own)}
+    row = rows["Warping error 10 frames apart, OpenCV flow"]
+    assert row["mean"] == row["content's own"] == own["metrics"]["warping_error_k10_classical"]["mean"]
+    # a clip too short for a gap: that metric is left out, with the reason
+    short = evaluator.evaluate(wolf_long[:8], wolf_long[:8], style)
+    assert "warping_error_k5_raft" in short["metrics"] and "warping_error_k10_raft" not in short["metrics"]
+    assert short["long_term"]["skipped"] == [{"gap": 10, "reason": "the clip has 8 frames; frames 10 apart need at least 11"}]
+    assert not any("_k" in key for key in Evaluator(long_term=()).evaluate(wolf_long[:6], wolf_long[:6], style)["metrics"])
+
+
+@pytest.mark.fast
+def test_long_term_gaps_and_metric_order():
+    assert long_term_gaps([10, 5, 0, 5]) == (5, 10) and long_term_gaps([0]) == ()
+    with pytest.raises(ValueError, match=">= 2 frames"):
+        long_term_gaps([1])
+    keys = ["style_gram", "warping_error_k10_raft", "warping_error_classical", "warping_error_k5_classical",
+            "warping_error_raft", "warping_error_k5_raft", "not_a_metric", "temporal_l1"]
+    assert [info.key for info in metric_infos(keys)] == [
+        "warping_error_raft", "warping_error_classical", "warping_error_k5_raft", "warping_error_k5_classical",
+        "warping_error_k10_raft", "temporal_l1", "style_gram"]
+    assert reference_key("style_gram") is None and reference_key("warping_error_k7_raft") == "content_warping_error_k7_raft"
+
+
 def test_chunked_metrics_match_whole_clip_computation(wolf, style):
     stylized = flicker(wolf, seed=3)
     results = [Evaluator(flow_model=ClassicalFlow("farneback"), chunk_size=size).evaluate(wolf, stylized, style)
                for size in (1, 8)]
     for key in ("warping_error_raft", "warping_error_classical", "temporal_l1", "style_gram", "lpips_content"):
         assert results[0]["metrics"][key]["per_frame"] == pytest.approx(results[1]["metrics"][key]["per_frame"], rel=1e-5)
-    whole = warping_error(stylized, wolf, flow_model=ClassicalFlow())
+    whole = warping_error(stylized, wolf, flow_model=ClassicalFlow(JUDGE_FLOW))
     assert results[1]["metrics"]["warping_error_classical"]["per_frame"] == pytest.approx(whole.per_frame.tolist(), rel=1e-6)
 
 
@@ -238,6 +302,13 @@ def test_cli_with_tiny_clip_and_with_unavailable_clip_weights(wolf, data_dir, ti
     assert written["reference"]["content_clip_consecutive"]["per_frame"]
     assert written["metrics"]["warping_error_raft"]["mean"] == pytest.approx(result["metrics"]["warping_error_raft"]["mean"])
     assert written["inputs"]["resized"] is None and written["frames"] == 3
+    # 3 frames: the default long-term gaps 5 and 10 are skipped with their reason, --long-term 2 fits
+    assert [s["gap"] for s in written["long_term"]["skipped"]] == [5, 10]
+    assert not any("_k" in key for key in written["metrics"])
+    main([*args, "--no-clip", "--overwrite", "--long-term", "2"])
+    written = json.loads(out.read_text())
+    assert written["long_term"] == {"gaps": [2], "skipped": []}
+    assert len(written["metrics"]["warping_error_k2_classical"]["per_frame"]) == 1
 
     with pytest.raises(FileExistsError, match="--overwrite"):
         main([*args, "--no-clip"])

@@ -33,12 +33,12 @@ def report(tmp_path_factory, data_dir) -> Path:
     return root / "report"
 
 
-def screenshot(page: Path, out: Path, profile: Path) -> np.ndarray:
-    """A 1200x900 screenshot (H,W,3) uint8 of ``page`` taken by headless Chromium."""
+def screenshot(page: Path, out: Path, profile: Path, height: int = 900) -> np.ndarray:
+    """A 1200 x ``height`` screenshot (H,W,3) uint8 of ``page`` taken by headless Chromium."""
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                f"--user-data-dir={profile}", "--virtual-time-budget=5000", f"--screenshot={out}",
-               "--window-size=1200,900", page.resolve().as_uri()]
+               f"--window-size=1200,{height}", page.resolve().as_uri()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
     return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
@@ -48,11 +48,26 @@ def near(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: int = 12) 
     return (np.abs(pixels - np.array(colour)) <= tolerance).all(axis=-1)
 
 
+def longest_dark_run(pixels: np.ndarray) -> int:
+    """The longest horizontal run of near-black pixels in any row of ``pixels`` (H,W,3)."""
+    dark = near(pixels, (0, 0, 0), tolerance=40)
+    longest = 0
+    for row in dark:
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.astype(np.int8), [0]))))
+        if edges.size:
+            longest = max(longest, int((edges[1::2] - edges[::2]).max()))
+    return longest
+
+
 def test_index_page_shows_the_plots(report, tmp_path):
-    pixels = screenshot(report / "index.html", tmp_path / "index.png", tmp_path / "profile")
-    assert pixels.shape == (900, 1200, 3)
+    """The frontier plot first (above the fold), then the bar plots further down."""
+    pixels = screenshot(report / "index.html", tmp_path / "index.png", tmp_path / "profile", height=3000)
+    assert pixels.shape == (3000, 1200, 3)
     assert pixels.std() > 10, "blank screenshot"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 300
+    top = pixels[:900]
+    # matplotlib's axes frames: rows of several hundred black pixels, which no text or table border draws
+    assert longest_dark_run(top) > 300, "the frontier plot is not displayed first"
     assert near(pixels, MATPLOTLIB_C0).sum() > 1000, "the bar plot image is not displayed"
 
 

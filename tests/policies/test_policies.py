@@ -172,7 +172,7 @@ def test_load_errors(tmp_path):
 
 @pytest.mark.fast
 def test_make_algorithm_errors():
-    with pytest.raises(ValueError, match="unknown algorithm 'ppo'; choose one of reinforce, sac"):
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'; choose one of pathwise, reinforce, sac"):
         make_algorithm("ppo", "flow", 32)
     with pytest.raises(TypeError, match="unknown REINFORCE option"):
         make_algorithm("reinforce", "flow", 32, learning_rate=1.0)

@@ -34,16 +34,23 @@ def test_shipped_policy_loads_into_the_current_class_and_is_the_default():
     assert method_and_source(parse_args([*args, "--policy", "none"])) == ("baseline", None)
 
 
-def test_shipped_policy_reduces_flicker_for_a_held_out_style(data_dir):
-    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "sintel_alley")[0], 128)
+def error_ratio(data_dir, width: int) -> float:
+    """Warping error of the shipped policy over the frame-by-frame baseline's on a test clip ``width`` px wide,
+    for a held-out style, judged with Farneback flow (the policy reads DIS flows and was trained against RAFT)."""
+    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "sintel_alley")[0], width)
     style = load_image(data_dir / "styles" / f"{HELD_OUT}.jpg")
     components = Components(build_stylizer("latent-wct", codec=load_codec("taef2")), None, torch.device("cpu"))
     shipped = load_method("policy", components, "default").stylize_clip(frames, style)
     baseline = load_method("baseline", components).stylize_clip(frames, style)
-    dis = ClassicalFlow("dis")  # judged with a flow the policy never saw (it reads RAFT flows)
-    shipped_error = warping_error(shipped, frames, dis).mean
-    baseline_error = warping_error(baseline, frames, dis).mean
-    assert shipped_error < 0.7 * baseline_error, (shipped_error, baseline_error)
+    judge = ClassicalFlow("farneback")
+    return warping_error(shipped, frames, judge).mean / warping_error(baseline, frames, judge).mean
+
+
+def test_shipped_policy_reduces_flicker_for_a_held_out_style_at_every_size(data_dir):
+    """Trained at 256 px, it keeps its effect at half and twice that width: observations do not depend on the
+    pixel scale. Measured ratios: 0.32 at 128 px, 0.49 at 256 px, 0.48 at 512 px."""
+    smaller, larger = error_ratio(data_dir, 128), error_ratio(data_dir, 512)
+    assert smaller < 0.6 and larger < 0.6, (smaller, larger)
 
 
 def test_a_model_folder_trained_on_another_latent_space_is_refused(tmp_path):

@@ -41,7 +41,7 @@ def cache_dir(tmp_path_factory) -> str:
 
 def config(data_dir, videos, cache_dir, out, **changes) -> TrainConfig:
     settings = dict(style=str(data_dir / "styles/starry_night.jpg"), out=str(out), videos=str(videos), size=96,
-                    max_frames=4, epochs=2, threads=1, cache_dir=cache_dir,
+                    max_frames=4, epochs=2, threads=1, cache_dir=cache_dir, algo="reinforce",
                     algo_options={"lr": 1e-3, "scalar_lr": 1e-2})
     return TrainConfig(**{**settings, **changes})
 
@@ -92,7 +92,7 @@ def test_bad_inputs_fail_fast_with_clear_messages(data_dir, videos, tmp_path):
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         main(["--style", style, "--videos", str(videos), "--resume", *out])
     with pytest.raises(ValueError, match=r"init_alpha must be in \(0,1\)"):
-        main(["--style", style, "--videos", str(videos), "--reinforce-init-alpha", "1.5", *out])
+        main(["--style", style, "--videos", str(videos), "--pathwise-init-alpha", "1.5", *out])
     if not (REPO / "policies/sac.py").exists():
         with pytest.raises(ValueError, match="algorithm 'sac' is not available"):
             main(["--style", style, "--videos", str(videos), "--algo", "sac", *out])
@@ -169,7 +169,7 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(data_dir, videos
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "scripts/train_policy.py", "--style", str(data_dir / "styles/starry_night.jpg"), "--videos", str(videos),
-        "--out", str(out), "--epochs", "1", "--cache-dir", cache_dir, "--reinforce-lr", "1e-3", "--device", "cpu", *FAST,
+        "--out", str(out), "--epochs", "1", "--cache-dir", cache_dir, "--pathwise-lr", "1e-3", "--device", "cpu", *FAST,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
@@ -181,7 +181,7 @@ def test_two_process_data_parallel_run_keeps_replicas_identical(data_dir, videos
 
 @pytest.mark.fast
 def test_algorithm_flags_become_the_saved_algo_options(tmp_path):
-    args = parse_args(["--style", "s.jpg", "--out", str(tmp_path), "--reinforce-head", "residual",
+    args = parse_args(["--style", "s.jpg", "--out", str(tmp_path), "--algo", "reinforce", "--reinforce-head", "residual",
                        "--reinforce-flow-warp", "latent", "--no-reinforce-input-skip", "--sac-lr", "1.0"])
     options = train_config(args).algo_options
     assert options["head"] == "residual" and options["flow_warp"] == "latent" and options["input_skip"] is False
@@ -189,6 +189,9 @@ def test_algorithm_flags_become_the_saved_algo_options(tmp_path):
     sac = train_config(parse_args(["--style", "s.jpg", "--algo", "sac", "--sac-lr", "1.0"])).algo_options
     assert sac["lr"] == 1.0 and sac["critic_lr"] == 3e-4 and "head" not in sac
     assert json.loads(json.dumps(options)) == options  # config.json holds them as they are
+    pathwise = train_config(parse_args(["--style", "s.jpg", "--pathwise-style-target", "1.0", "--reinforce-lr", "1.0"]))
+    assert pathwise.algo == "pathwise" and pathwise.algo_options["style_target"] == 1.0
+    assert pathwise.algo_options["lr"] == 3e-4 and "scalar_lr" not in pathwise.algo_options
 
 
 def test_bad_precision_is_refused(data_dir, videos, cache_dir, tmp_path):

@@ -11,34 +11,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from pipeline.io.weights import WeightsNotFoundError
 from rewards.flo import FloReadError, read_flo
 from rewards.flow import ClipFlows, RAFTFlow, default_flow_model, estimate_flows, flows_and_masks
 from rewards.warp import backward_warp, in_frame_mask, occlusion_mask, resize_flow
-from tests.helpers import load_rgb, shifted_crops
+from tests.helpers import load_rgb, load_sintel_pair, shifted_crops
 
 SCENES = ("sintel_alley_1", "sintel_cave_2")
 # Mean abs RGB error (0-255) of frame_0003 vs frame_0002 on valid, non-occluded, in-frame pixels,
 # before and after the backward warp by the ground-truth flow (values from ../shared/data/README.md).
 GT_WARP_ERRORS = {"sintel_alley_1": (9.4, 1.9), "sintel_cave_2": (13.4, 2.6)}
-
-
-def load_binary(path: Path) -> torch.Tensor:
-    """(1,1,H,W) bool: True where the PNG is white."""
-    return torch.from_numpy(np.array(Image.open(path).convert("L")) > 127)[None, None]
-
-
-def load_scene(data_dir: Path, scene: str) -> dict[str, torch.Tensor]:
-    root = data_dir / "flow_gt" / scene
-    return {
-        "frame2": load_rgb(root / "frame_0002.png"),
-        "frame3": load_rgb(root / "frame_0003.png"),
-        "flow": read_flo(root / "flow" / "frame_0002.flo").unsqueeze(0),
-        "occluded": load_binary(root / "occlusions" / "frame_0002.png"),
-        "invalid": load_binary(root / "invalid" / "frame_0002.png"),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +55,7 @@ def test_backward_warp_samples_at_p_plus_flow() -> None:
 def test_ground_truth_flow_aligns_frames(data_dir: Path) -> None:
     """Pins the direction: frame_0003 warped by the flow 0002->0003 matches frame_0002."""
     for scene in SCENES:
-        data = load_scene(data_dir, scene)
+        data = load_sintel_pair(data_dir, scene)
         reliable = ~data["occluded"] & ~data["invalid"] & (in_frame_mask(data["flow"]) > 0)
         before = (data["frame3"] - data["frame2"]).abs().mean(1, keepdim=True)[reliable].mean() * 255
         after = (backward_warp(data["frame3"], data["flow"]) - data["frame2"]).abs().mean(1, keepdim=True)
@@ -145,7 +128,7 @@ def test_read_flo(data_dir: Path, tmp_path: Path) -> None:
 def test_raft_epe_and_occlusions_on_sintel(data_dir: Path, model: RAFTFlow) -> None:
     """RAFT-small at half resolution (512x218), flow scaled up to 1024x436 and compared with the GT;
     the forward-backward test on RAFT's flows finds Sintel's occlusions."""
-    scenes = [load_scene(data_dir, scene) for scene in SCENES]
+    scenes = [load_sintel_pair(data_dir, scene) for scene in SCENES]
 
     def half(image: torch.Tensor) -> torch.Tensor:
         return F.interpolate(image, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)

@@ -1,4 +1,5 @@
-"""Temporal loss (reward) and warping error (metric) on a real Sintel clip and exact translations."""
+"""Temporal loss (reward), warping error and long-term warping error (metrics) on real Sintel clips and exact
+translations."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from rewards.classical_flow import ClassicalFlow
 from rewards.flow import ClipFlows, flows_and_masks
-from rewards.temporal import temporal_loss, warping_error
+from rewards.temporal import (
+    long_term_flows,
+    long_term_warping_error,
+    temporal_loss,
+    warping_error,
+)
 from rewards.warp import backward_warp, occlusion_mask
 from tests.helpers import load_rgb, shifted_crops
 
@@ -22,6 +29,14 @@ def clip(data_dir: Path) -> torch.Tensor:
     """First frames of test/sintel_alley at 256x109 (2x box-downsampled): T=4, H < 128, H no multiple of 8."""
     paths = sorted((data_dir / "videos" / "test" / "sintel_alley").glob("*.png"))[:CLIP_FRAMES]
     frames = [np.array(Image.open(p).convert("RGB").reduce(2), dtype=np.float32) / 255.0 for p in paths]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture(scope="module")
+def long_clip(data_dir: Path) -> torch.Tensor:
+    """12 frames of test/sintel_mountain_2 at 128x55 (4x box-downsampled): enough for frames 10 apart."""
+    paths = sorted((data_dir / "videos" / "test" / "sintel_mountain_2").glob("*.png"))[:12]
+    frames = [np.array(Image.open(p).convert("RGB").reduce(4), dtype=np.float32) / 255.0 for p in paths]
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -111,3 +126,63 @@ def test_bad_inputs_raise(clip: torch.Tensor, clip_flows: ClipFlows) -> None:
         temporal_loss(clip[:-1], clip_flows)
     with pytest.raises(ValueError, match="H,W must match"):
         temporal_loss(clip[..., :128], clip_flows)
+
+
+def drifting(frames: torch.Tensor, step: float = 0.005) -> torch.Tensor:
+    """``frames`` with a colour offset growing by ``step`` per frame (+R, +G/2, -B): each consecutive pair barely
+    changes, frames k apart by k times as much."""
+    tint = torch.tensor([1.0, 0.5, -1.0]).view(1, 3, 1, 1)
+    return (frames + step * torch.arange(frames.shape[0], dtype=frames.dtype).view(-1, 1, 1, 1) * tint).clamp(0, 1)
+
+
+def test_long_term_warping_error_definition_and_chunking(long_clip: torch.Tensor) -> None:
+    clip, gap = long_clip[:8], 3
+    stylized = drifting(clip)
+    flow = ClassicalFlow()
+    error = long_term_warping_error(stylized, clip, gap, flow_model=flow, chunk_size=1)
+    assert error.per_frame.shape == (8 - gap,) and error.mean == pytest.approx(error.per_frame.mean().item())
+    # the flow estimated directly between frames i and i+k, masked by the forward-backward test, Lai et al.'s error
+    for i in range(8 - gap):
+        first, second = clip[i : i + 1], clip[i + gap : i + gap + 1]
+        forward, backward = flow(first, second), flow(second, first)
+        mask = occlusion_mask(forward, backward)[0, 0] > 0
+        warped = backward_warp(stylized[i + gap : i + gap + 1], forward)[0]
+        expected = (warped - stylized[i])[:, mask].square().sum() / mask.sum()
+        assert error.per_frame[i].item() == pytest.approx(expected.item(), rel=1e-4), i
+    flows = long_term_flows(clip, gap, flow)
+    assert len(flows) == 8 - gap and torch.equal(flows.flow_fwd[4], flow(clip[4:5], clip[7:8])[0])
+    for same in (long_term_warping_error(stylized, clip, gap, flow_model=flow, chunk_size=8),
+                 long_term_warping_error(stylized, clip, gap, flows=flows)):
+        assert torch.allclose(same.per_frame, error.per_frame, rtol=1e-5, atol=1e-8)
+    consecutive = warping_error(stylized, clip, flow_model=flow)
+    assert torch.allclose(long_term_warping_error(stylized, clip, 1, flow_model=flow).per_frame, consecutive.per_frame)
+
+
+def test_long_term_warping_error_catches_a_slow_drift(long_clip: torch.Tensor) -> None:
+    flow = ClassicalFlow()
+    drift = drifting(long_clip)
+    errors = {}
+    for gap in (1, 5, 10):
+        flows = long_term_flows(long_clip, gap, flow)
+        own = long_term_warping_error(long_clip, long_clip, gap, flows=flows)
+        errors[gap] = (own.mean, long_term_warping_error(drift, long_clip, gap, flows=flows).mean)
+    print("\nsintel_mountain_2 128x55, (content, drifting copy) per gap: " + str(errors))
+    own_1, drift_1 = errors[1]
+    own_10, drift_10 = errors[10]
+    assert drift_1 < 1.5 * own_1  # the consecutive test is nearly passed
+    assert drift_10 > 3 * own_10  # frames 10 apart show the drift
+    # the excess over the content's own grows as k^2 (an offset k times larger, squared)
+    assert drift_10 - own_10 > 50 * (drift_1 - own_1) > 0
+    assert errors[1][1] - errors[1][0] < errors[5][1] - errors[5][0] < drift_10 - own_10
+
+
+def test_long_term_bad_inputs_raise(long_clip: torch.Tensor) -> None:
+    flow = ClassicalFlow()
+    with pytest.raises(ValueError, match="at least 11 frames"):
+        long_term_warping_error(long_clip[:10], long_clip[:10], 10, flow_model=flow)
+    with pytest.raises(ValueError, match="same shape"):
+        long_term_warping_error(long_clip[:-1], long_clip, 5, flow_model=flow)
+    with pytest.raises(ValueError, match=">= 1"):
+        long_term_flows(long_clip, 0, flow)
+    with pytest.raises(ValueError, match="T-k = 7"):
+        long_term_warping_error(long_clip, long_clip, 5, flows=long_term_flows(long_clip[:-1], 5, flow))

@@ -16,6 +16,7 @@ from pipeline.latents.stylizers import STYLIZERS, build_stylizer
 from pipeline.latents.stylizers.diffusest import DiffuseSTConfig
 from pipeline.latents.stylizers.latent_wct import LatentWCT, LatentWCTConfig
 from policies.base import make_algorithm
+from policies.pathwise import PathwiseConfig
 from policies.reinforce import ReinforceConfig, ReinforcePolicyConfig
 from policies.train import TrainConfig
 from scripts._cli import add_config_arguments, add_stylizer_arguments, config_from_args, stylizer_from_args
@@ -116,11 +117,19 @@ def test_default_flags_build_the_documented_default_agent() -> None:
     assert config == TrainConfig(style="s.jpg", out=config.out, algo_options=config.algo_options,
                                  stylizer_options=dataclasses.asdict(LatentWCTConfig()))
     assert (config.stylizer, config.codec) == ("latent-wct", "taef2")
-    assert (config.algo, config.obs, config.weights, config.out) == ("reinforce", "flow", (10.0, 1.0, 10.0),
-                                                                    str(Path("runs/s-reinforce-flow-s0")))
+    assert (config.algo, config.obs, config.weights, config.out) == ("pathwise", "flow", (10.0, 1.0, 10.0),
+                                                                    str(Path("runs/s-pathwise-flow-s0")))
+    assert (config.size, config.max_frames, config.epochs) == (256, 8, 2)
     agent = make_algorithm(config.algo, config.obs, 16, **config.algo_options)
-    documented = {"head": "blend", "flow_warp": "pixel", "init_alpha": 0.7, "input_skip": True, "init_gate": 0.0}
+    documented = {"head": "blend", "flow_warp": "pixel", "observation_flow": "dis", "init_alpha": 0.7,
+                  "input_skip": True, "init_gate": 0.0}
     assert documented.items() <= dataclasses.asdict(agent.policy.config).items()
+    assert agent.config == PathwiseConfig(lr=3e-4, accumulate=4, max_grad_norm=10.0, style_target=1.0,
+                                          content_target=0.85, multiplier_lr=0.05, init_multiplier=1.0)
+    assert make_algorithm("pathwise", "flow", 16).config == agent.config  # the dataclass defaults are the same agent
+    # the REINFORCE agent (--algo reinforce) with its own defaults
+    config = train_config(parse_args(["--style", "s.jpg", "--algo", "reinforce"]))
+    agent = make_algorithm(config.algo, config.obs, 16, **config.algo_options)
     assert agent.config == ReinforceConfig(lr=1e-4, scalar_lr=None, accumulate=4, baseline_momentum=0.9,
                                            max_grad_norm=10.0)
     assert [group["lr"] for group in agent.optimizer.param_groups] == [1e-4, 1e-3]  # the blend head's scalar lr
@@ -129,7 +138,7 @@ def test_default_flags_build_the_documented_default_agent() -> None:
     plain = make_algorithm("reinforce", "flow", 16)  # the dataclass defaults are the same agent
     assert plain.policy.config == agent.policy.config and plain.config == agent.config
     # the blend head reads flow observations: on pair observations the default head is the residual one
-    pair = train_config(parse_args(["--style", "s.jpg", "--obs", "pair"]))
+    pair = train_config(parse_args(["--style", "s.jpg", "--algo", "reinforce", "--obs", "pair"]))
     assert make_algorithm("reinforce", "pair", 16, **pair.algo_options).policy.config.head == "residual"
     assert ReinforcePolicyConfig(16, "pair").head == "residual" and ReinforcePolicyConfig(16).head == "blend"
 
@@ -140,7 +149,8 @@ def test_train_policy_help_lists_the_algorithm_flags() -> None:
                             text=True, timeout=300)
     text = " ".join(result.stdout.split())
     assert result.returncode == 0, result.stderr
-    for expected in ("reinforce settings (with --algo reinforce)", "sac settings (with --algo sac)",
+    for expected in ("pathwise settings (with --algo pathwise)", "reinforce settings (with --algo reinforce)",
+                     "sac settings (with --algo sac)",
                      "--reinforce-lr LR Adam learning rate of the network (default: 0.0001)",
                      "--reinforce-head {residual,blend,none}", "none: blend on flow, residual on pair",
                      "--reinforce-init-alpha INIT_ALPHA blend head: initial flow-blend factor",

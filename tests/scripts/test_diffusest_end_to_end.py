@@ -89,7 +89,7 @@ def test_comparison_report(runs, setup):
     results = compare.main(["--out", str(report), "--clips", str(setup["clip"]), "--styles", setup["style"],
                             "--width", SIZE, "--max-frames", FRAMES, "--policy", f"reinforce={runs['reinforce']}",
                             "--policy", f"sac={runs['sac']}", "--no-clip", "--cache-dir", str(setup["cache"]),
-                            "--device", "cpu", "--quiet", *setup["flags"]])
+                            "--device", "cpu", "--quiet", "--no-frontier", *setup["flags"]])
     assert (results["config"]["stylizer"], results["config"]["codec"]) == ("diffusest", "sd-vae")
     assert {item["method"] for item in results["items"]} == {"baseline", "flow-blend", "reinforce", "sac"}
     assert (report / "index.html").is_file() and (report / "results.md").is_file()
