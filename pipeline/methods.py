@@ -36,7 +36,6 @@ from pipeline.stylize import StylizationPipeline, StylizedClip, stream_video
 from policies.base import SHIPPED_POLICIES, Policy, load_policy
 from policies.observations import FLOW_WARPS
 from policies.references import FlowBlendConfig, FlowBlendPolicy
-from rewards.classical_flow import ClassicalFlow
 from rewards.flow import build_flow_model, default_flow_model
 
 ChunkStylizer = Callable[[Tensor], StylizedClip]
@@ -71,7 +70,7 @@ class Components:
 
     def propagation_flow(self) -> nn.Module:
         """The flow model that carries keyframes to the frames between (``keyframe_flow``)."""
-        return self.flow() if self.keyframe_flow == "raft" else ClassicalFlow(self.keyframe_flow)
+        return self.flow(self.keyframe_flow)
 
     def flow(self, estimator: str = "raft") -> nn.Module:
         """The content flow model ``estimator`` (``rewards.flow.FLOW_ESTIMATORS``): for ``raft`` ``flow_model``,

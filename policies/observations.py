@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from policies.base import check_observation_kind
-from rewards.flow import FLOW_ESTIMATORS
+from rewards.flow import FLOW_ESTIMATORS, check_flow_estimator
 from rewards.warp import backward_warp, resize_flow
 
 FLOW_WARPS = ("latent", "pixel")
@@ -52,9 +52,7 @@ def observation_flow_field() -> Any:
 
 
 def check_observation_flow(name: str) -> str:
-    if name not in FLOW_ESTIMATORS:
-        raise ValueError(f"unknown observation flow {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}")
-    return name
+    return check_flow_estimator(name, "observation flow")
 
 
 def check_flow_warp(flow_warp: str) -> str:

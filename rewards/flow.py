@@ -120,13 +120,19 @@ DIS_PRESET = "medium"
 FLOW_ESTIMATORS = ("raft", "dis", "dis-fast", "dis-ultrafast", "farneback")
 
 
+def check_flow_estimator(name: str, what: str = "flow estimator") -> str:
+    """``name`` if it is one of ``FLOW_ESTIMATORS``, else a ValueError naming ``what`` and listing the choices."""
+    if name not in FLOW_ESTIMATORS:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}")
+    return name
+
+
 def build_flow_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """The flow estimator ``name`` (one of ``FLOW_ESTIMATORS``) with ``RAFTFlow``'s call: ``model(img1, img2)``
     -> flow (N,2,H,W) from img1 to img2, on img1's device. ``raft`` is the shared ``default_flow_model(device)``;
     the OpenCV ones (``rewards.classical_flow.ClassicalFlow``) hold no parameters and compute on the CPU
     whatever ``device``. An unknown name is a ValueError that lists the choices."""
-    if name not in FLOW_ESTIMATORS:
-        raise ValueError(f"unknown flow estimator {name!r}; choose one of {', '.join(FLOW_ESTIMATORS)}")
+    check_flow_estimator(name)
     if name == "raft":
         return default_flow_model(device)
     if name == "farneback":

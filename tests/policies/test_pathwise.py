@@ -92,3 +92,9 @@ def test_bad_options_are_refused():
         make_algorithm("pathwise", "flow", 4, sigma=1.0)
     with pytest.raises(ValueError, match="style_target must be positive"):
         PathwiseConfig(style_target=0.0)
+
+
+@pytest.mark.fast
+def test_an_unknown_observation_flow_is_refused():
+    with pytest.raises(ValueError, match="unknown observation flow 'pwc'; choose one of raft, dis"):
+        make_algorithm("pathwise", "flow", 4, observation_flow="pwc")
