@@ -12,8 +12,8 @@ Prints, measured side by side in one run (repeats alternate) and labelled with t
   3. peak memory stylizing a SHORT and a LONG clip with the policy (--lengths, the video looped) at the first
      --sizes width, each in a fresh process, and their ratio;
   4. training throughput (--skip-training to skip): transitions/s of each algorithm (REINFORCE, SAC;
-     train_policy.py's default options) on one clip window at each --train-sizes width, where a REINFORCE
-     transition's time goes, and train_policy.py for one epoch in one process against two data-parallel ones.
+     train_policy.py's default options) on one clip window at each --train-sizes width, where a transition
+     of the default agent (pathwise) goes, with its differentiable part also timed on 4 frames in one call, and train_policy.py for one epoch in one process against two data-parallel ones.
 Ratios are the figures to compare across machines; absolute figures hold for the device printed. On a shared
 machine the other jobs disturb them: run it on an idle one for numbers to publish (or with --threads 1 on cores
 that others use). --quick is a smoke run (a few frames at 128 px, short memory clips, no training): about 20 s on
@@ -69,6 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()
 STYLIZER = "latent-wct"  # on its default codec, taef2: stylize_video.py's default latent space
 # --quick: defaults of a smoke run (flags given explicitly still win)
+BATCH = 4  # frames per call in the batched timing of a training transition
 QUICK = {"sizes": [128], "frames": 4, "repeats": 1, "lengths": [4, 8], "skip_training": True}
 
 
@@ -248,25 +249,33 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
         rows.append({"algorithm": f"{name} (defaults)", "transitions/s": _num(steps / seconds),
                      "ms/transition": _num(1000 * seconds / steps)})
 
-    # the parts of one REINFORCE transition at frame 1, each timed alone
-    policy = make_algorithm("reinforce", "flow", codec.latent_channels).policy.to(device)
+    # the parts of one transition of the default agent (pathwise) at frame 1, each timed alone, and the
+    # differentiable part with BATCH windows' frames in one call (per frame), to show what batching would buy
+    policy = make_algorithm("pathwise", "flow", codec.latent_channels).policy.to(device)
     env = LatentStyleEnv(clip, codec, reward, "flow").adopt(policy)
     env.reset()
     obs, _ = env.step(torch.zeros_like(clip.baseline_latents[:1]))
-    latent, frame = clip.baseline_latents[1:2], clip.baseline_frames[1:2]
+
+    def through_reward(count: int) -> None:
+        """decode(L_t + delta) and its reward terms, then their gradient in delta, for ``count`` copies of frame 1."""
+        latent = clip.baseline_latents[1:2].expand(count, -1, -1, -1)
+        delta = torch.zeros_like(latent, requires_grad=True)
+        frame = codec.decode(latent + delta)
+        terms = score_frames(reward, frame, clip.frames[[1] * count], clip.baseline_frames[[0] * count],
+                             clip.flows[[0] * count])
+        (terms.style + terms.content + terms.temporal).sum().backward()
 
     def policy_step() -> None:
-        distribution = policy.distribution(obs)
-        distribution.log_prob(distribution.sample()).sum().backward()
+        policy.mean(obs).square().sum().backward()
 
+    parts = [seconds_per_call(lambda: through_reward(1), args.repeats),
+             seconds_per_call(lambda: through_reward(BATCH), args.repeats) / BATCH]
     with torch.no_grad():
-        parts = alternating_medians([
-            lambda: codec.decode(latent),
-            lambda: score_frames(reward, frame, clip.frames[1:2], clip.baseline_frames[:1], clip.flows[0]),
-            lambda: pixel_warped_latent(codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1], latent),
-        ], args.repeats)
+        parts += alternating_medians([lambda: pixel_warped_latent(codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1],
+                                                                  clip.baseline_latents[:1])], args.repeats)
     parts.append(seconds_per_call(policy_step, args.repeats))
-    names = ("decode", "reward (style+content+temporal)", "pixel-warp observation (2 encodes)", "policy fwd+bwd")
+    names = ("decode + reward, forward and backward", f"the same per frame, {BATCH} frames in one call",
+             "pixel-warp observation (2 encodes)", "policy fwd+bwd")
     return rows, {"frame size": f"{frames.shape[-1]}x{frames.shape[-2]}",
                   **{name: 1000 * value for name, value in zip(names, parts)}}
 
@@ -298,7 +307,7 @@ def print_training(args: argparse.Namespace, label: str) -> None:
                           f"{parts['frame size']} (env + algorithm, {args.episodes} episodes after a warm-up one); "
                           f"{label}")
         print_table([{k: _num(v) for k, v in parts.items() if k != "frame size"}],
-                    f"   where a REINFORCE transition's time goes at {size} px (ms, each part timed alone)")
+                    f"   where a transition of the default agent (pathwise) goes at {size} px (ms, each part timed alone)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [trainer_throughput(args, size, processes, Path(tmp))
                 for size in args.train_sizes for processes in (1, 2)]

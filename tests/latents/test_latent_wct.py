@@ -7,7 +7,7 @@ import torch
 
 from pipeline.latents.codecs import load_codec
 from pipeline.io.images import load_image, resize_to_width
-from pipeline.latents.stylizers.latent_wct import LatentWCT, LatentWCTConfig, _covariance
+from pipeline.latents.stylizers.latent_wct import LatentWCT, LatentWCTConfig, _covariance, jitter_offset
 from rewards.style import GramStyleLoss
 from rewards.vgg import VGG16Features
 
@@ -71,9 +71,34 @@ def test_wct_lowers_style_loss_and_refinement_lowers_it_further(codec, vgg, imag
     assert loss_refined < loss_wct
 
 
+def test_jittered_refinement_keeps_its_style_gain_when_the_frame_moves(codec, vgg, images):
+    """Without jitter the refinement's optimum sits on VGG's pixel grid: the Gram loss of its frame rises when
+    the frame moves by one pixel. With it the loss holds under the move (what keyframe propagation does)."""
+    content, style = images
+    style_loss = GramStyleLoss(vgg, style)
+
+    def rise_under_one_pixel_move(jitter: int) -> float:
+        stylizer = LatentWCT(codec, LatentWCTConfig(refine_steps=10, refine_jitter=jitter), vgg=vgg)
+        with torch.no_grad():
+            frame = codec.decode(stylizer.stylize(content, style)).clamp(0, 1)
+            return (style_loss(frame[..., 1:, 1:]) / style_loss(frame[..., :-1, :-1])).item() - 1
+
+    on_grid, jittered = rise_under_one_pixel_move(0), rise_under_one_pixel_move(8)
+    assert jittered < on_grid / 2
+    assert abs(jittered) < 0.05
+
+
+def test_jitter_offsets_are_distinct_and_in_range():
+    offsets = [jitter_offset(step, 8) for step in range(8)]
+    assert len(set(offsets)) == 8 and all(0 <= v < 8 for offset in offsets for v in offset)
+    assert {jitter_offset(step, 0) for step in range(5)} == {(0, 0)}
+
+
 def test_bad_settings_and_shapes_are_rejected(codec, vgg, images):
     content, style = images
     with pytest.raises(ValueError, match="alpha"):
         LatentWCTConfig(alpha=1.5)
+    with pytest.raises(ValueError, match="refine_jitter"):
+        LatentWCTConfig(refine_jitter=-1)
     with pytest.raises(ValueError, match=r"\(N,3,H,W\)"):
         LatentWCT(codec, vgg=vgg).stylize(content[0], style)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,11 +13,14 @@ from pipeline.io.images import load_image, resize_to_width
 from pipeline.io.video import read_video
 from pipeline.latents.codecs import load_codec
 from pipeline.latents.stylizers import build_stylizer
-from pipeline.methods import Components, load_method
+from pipeline.methods import Components, LatentMethod, load_method
 from policies.base import SHIPPED_POLICIES, load_policy
 from policies.reinforce import ReinforcePolicy
 from rewards.classical_flow import ClassicalFlow
+from rewards.content import LPIPSDistance
+from rewards.style import GramStyleLoss
 from rewards.temporal import warping_error
+from rewards.vgg import VGG16Features
 from scripts.stylize_video import method_and_source, parse_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,3 +65,24 @@ def test_a_model_folder_trained_on_another_latent_space_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"another latent space \(stylizer diffusest, codec sd-vae\)"):
         load_method("policy", components, str(folder))
     assert load_method("policy", components, "default").info["kind"] == "reinforce"  # the shipped one fits
+
+
+def test_the_fast_flow_path_is_as_good_as_the_raft_path(data_dir):
+    """The shipped policy reads OpenCV DIS flows (trained so); fed RAFT flows instead, the estimator DIS replaced,
+    it does no better on a test clip at 256 px for a held-out style: Farneback warping error no lower, Gram and
+    LPIPS within 2% (measured: DIS warping error 27% lower, Gram -0.1%, LPIPS +1.1%)."""
+    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "sintel_alley")[0], 256)
+    style = load_image(data_dir / "styles" / f"{HELD_OUT}.jpg")
+    components = Components(build_stylizer("latent-wct", codec=load_codec("taef2")), None, torch.device("cpu"))
+    gram, lpips, judge = GramStyleLoss(VGG16Features(), style), LPIPSDistance(), ClassicalFlow("farneback")
+    scores = {}
+    for flow in ("dis", "raft"):
+        policy = load_policy("default")
+        policy.config = dataclasses.replace(policy.config, observation_flow=flow)
+        result = LatentMethod.from_components(components, policy).stylize_clip(frames, style)
+        with torch.no_grad():
+            scores[flow] = (warping_error(result, frames, judge).mean, gram(result).mean().item(),
+                            lpips(result, frames).mean().item())
+    (fast_error, fast_gram, fast_lpips), (raft_error, raft_gram, raft_lpips) = scores["dis"], scores["raft"]
+    assert fast_error < raft_error
+    assert abs(fast_gram / raft_gram - 1) < 0.02 and abs(fast_lpips / raft_lpips - 1) < 0.02, scores

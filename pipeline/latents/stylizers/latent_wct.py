@@ -7,6 +7,16 @@ palette and much of its texture statistics at the cost of one small
 eigendecomposition per frame. Optional ``refine_steps`` then optimise the
 latent through the decoder against the Gram style and VGG content losses
 (Gatys et al. 2016) for a stronger rendering.
+
+The refinement jitters (``refine_jitter``): at each step VGG sees the decoded frame and its content cropped at
+another offset of up to that many pixels, as feature visualisation optimises under small translations (Olah
+et al., "Feature Visualization", Distill 2017). Without it the optimum sits on VGG's pixel grid (wolf, 256 px,
+starry_night, 10 steps: cropping the refined frame one pixel off that grid raised its Gram loss by 10%; moving
+a photo by 2 px changed its loss by 0.4%), and motion-following keyframe propagation (``pipeline.keyframes``)
+loses the gain: over the five test clips, K = 4 against K = 1, Gram +11.6% without jitter, +6.9% with it.
+With it the refined frames also score better off the grid (Gram of crops 8 px smaller at offsets of 1-5 px:
+1.13-1.15, against 1.23-1.30 without; 1.18 and 1.09 on the grid), and refinement costs about 25% more (one
+VGG pass over the content crop per offset).
 """
 
 from __future__ import annotations
@@ -37,12 +47,17 @@ class LatentWCTConfig:
     refine_lr: float = field(default=0.05, metadata={"help": "learning rate of the refinement"})
     style_weight: float = field(default=1e5, metadata={"help": "Gram style loss weight of the refinement"})
     content_weight: float = field(default=1.0, metadata={"help": "VGG content loss weight of the refinement"})
+    refine_jitter: int = field(default=8, metadata={
+        "help": "each refinement step scores the frame cropped at another offset in [0, N) px, so the texture "
+                "holds when it moves (0 = off: the optimum sits on VGG's pixel grid)"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.refine_steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {self.refine_steps}")
+        if self.refine_jitter < 0:
+            raise ValueError(f"refine_jitter must be >= 0, got {self.refine_jitter}")
 
 
 @dataclass
@@ -68,6 +83,23 @@ def _matrix_power(sym: Tensor, power: float) -> Tensor:
     """``sym ** power`` for symmetric positive definite matrices (..., C, C)."""
     values, vectors = torch.linalg.eigh(sym)
     return vectors @ torch.diag_embed(values.clamp_min(1e-8) ** power) @ vectors.transpose(-1, -2)
+
+
+def jitter_offset(step: int, jitter: int) -> tuple[int, int]:
+    """The (y, x) crop offset in [0, jitter) of refinement step ``step``: a fixed sequence that visits distinct
+    offsets in both axes (deterministic, so a frame's refined latent does not depend on a random state)."""
+    if jitter <= 1:
+        return 0, 0
+    return (3 * step) % jitter, (5 * step + step // jitter) % jitter
+
+
+def jitter_crop(images: Tensor, offset: tuple[int, int], jitter: int) -> Tensor:
+    """``images`` (N,3,H,W) without ``jitter`` rows and columns: from ``offset`` (y, x) on (all of them at 0)."""
+    if jitter <= 1:
+        return images
+    y, x = offset
+    height, width = images.shape[-2:]
+    return images[..., y : height - jitter + y, x : width - jitter + x]
 
 
 class LatentWCT(Stylizer):
@@ -115,18 +147,23 @@ class LatentWCT(Stylizer):
         return self.cfg.alpha * result + (1.0 - self.cfg.alpha) * latents
 
     def refine(self, latents: Tensor, frames: Tensor, stats: LatentStyleStats) -> Tensor:
-        """Adam on the latents (N,C,h,w) against Gram style + relu2_2 content loss of the decoded frames."""
+        """Adam on the latents (N,C,h,w) against Gram style + relu2_2 content loss of the decoded frames, each
+        step on both crops at the offset ``jitter_offset(step)`` (all of the frames without jitter)."""
         assert stats.style_loss is not None
-        with torch.no_grad():
-            content_features = self.vgg(frames)
         latents = latents.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([latents], lr=self.cfg.refine_lr)
+        jitter = min(self.cfg.refine_jitter, frames.shape[-2] // 2, frames.shape[-1] // 2)  # tiny frames: less
+        content_features: dict[tuple[int, int], dict[str, Tensor]] = {}  # by offset, computed once each
         with torch.enable_grad():  # also when the caller stylizes under no_grad
-            for _ in range(self.cfg.refine_steps):
-                features = self.vgg(self.codec.decode(latents))
+            for step in range(self.cfg.refine_steps):
+                offset = jitter_offset(step, jitter)
+                if offset not in content_features:
+                    with torch.no_grad():
+                        content_features[offset] = self.vgg(jitter_crop(frames, offset, jitter))
+                features = self.vgg(jitter_crop(self.codec.decode(latents), offset, jitter))
                 loss = (
                     self.cfg.style_weight * stats.style_loss.from_features(features)
-                    + self.cfg.content_weight * perceptual_loss_from_features(features, content_features)
+                    + self.cfg.content_weight * perceptual_loss_from_features(features, content_features[offset])
                 ).sum()
                 optimiser.zero_grad()
                 loss.backward()
