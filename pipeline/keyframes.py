@@ -5,7 +5,7 @@ An expensive stylizer (DiffuseST, latent WCT with refinement steps) dominates th
 (``pipeline.scenes`` cuts) and the last frame of each chunk and of each scene (so that every frame between
 two keyframes sees both within one chunk). Each frame t between keyframes p < t < n takes, pixel by pixel,
 the decoded stylized image of one of them backward-warped into it along the content flow (t -> p, t -> n,
-estimated on the content frames; ``detail_preserving_warp``): the nearer keyframe where its occlusion test
+estimated on the content frames; ``rewards.warp.detail_preserving_warp``): the nearer keyframe where its occlusion test
 (forward-backward, ``rewards.warp``) passes, else the other where that one's passes, else the nearer.
 Without a policy these images are the output; with one, the codec encodes them and the policy refines all
 the latents as usual (its observations, flows and rewards unchanged). They are not re-decoded where no policy
@@ -17,7 +17,7 @@ a pixel is never averaged over the two keyframes, whose brush strokes do not lin
 Gram +39% blending two warped images, +15% selecting); pixels rather than latents (warping latents: Gram +40%,
 warping error -3%; pixels: +12%, -48%; both without the refinement's jitter). Any resampling softens the
 strokes the Gram loss reads: a half-pixel bicubic shift of a refined frame (no jitter) doubled its Gram loss. So the warp is split in two bands: the frame blurred
-(Gaussian, sigma ``DETAIL_SIGMA`` px) is warped bicubically, its detail (the rest) by copying the nearest pixel,
+(Gaussian, sigma 1 px) is warped bicubically, its detail (the rest) by copying the nearest pixel,
 which keeps the strokes' contrast (Gram +6.9% -> +3.8%, warping error -47.5% -> -43.3%, with the jittered
 refinement of ``pipeline.latents.stylizers.latent_wct``; without that jitter +11.6% -> +10.2%).
 
@@ -33,12 +33,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from torchvision.transforms.functional import gaussian_blur
-
-from rewards.warp import backward_warp, occlusion_mask
+from rewards.warp import detail_preserving_warp, occlusion_mask
 
 FLOW_BATCH = 8  # frame pairs per flow-model call
-DETAIL_SIGMA = 1.0  # px: the Gaussian that splits an image into the bands of ``detail_preserving_warp``
 
 
 def keyframe_indices(length: int, keyframes: int, cuts: Sequence[int] = (), continues: bool = False) -> list[int]:
@@ -72,15 +69,6 @@ def _flows_to(frames: Tensor, targets: Tensor, flow_model: nn.Module) -> tuple[T
         flows.append(to_target)
         masks.append(occlusion_mask(to_target, back))
     return torch.cat(flows), torch.cat(masks)
-
-
-def detail_preserving_warp(images: Tensor, flows: Tensor, sigma: float = DETAIL_SIGMA) -> Tensor:
-    """``images`` (N,3,H,W) backward-warped by ``flows`` (N,2,H,W) in two bands: the images blurred by a Gaussian
-    of ``sigma`` px warped bicubically, plus the detail (images minus that blur) warped by nearest-pixel copy,
-    so that sub-pixel motion moves the strokes without softening them. Not clamped."""
-    radius = max(1, round(3 * sigma))
-    smooth = gaussian_blur(images, [2 * radius + 1] * 2, [sigma, sigma])
-    return backward_warp(smooth, flows, mode="bicubic") + backward_warp(images - smooth, flows, mode="nearest")
 
 
 @torch.no_grad()

@@ -10,14 +10,14 @@ import torch
 
 from pipeline.io.images import load_image, resize_to_width
 from pipeline.io.video import read_video
-from pipeline.keyframes import detail_preserving_warp, keyframe_indices, propagate
+from pipeline.keyframes import keyframe_indices, propagate
 from pipeline.latents.codecs import load_codec
 from pipeline.latents.stylizers.latent_wct import LatentWCT
 from pipeline.scenes import scene_cuts
 from pipeline.stylize import StylizationPipeline
 from rewards.classical_flow import ClassicalFlow
 from rewards.temporal import warping_error
-from rewards.warp import backward_warp, occlusion_mask
+from rewards.warp import backward_warp, detail_preserving_warp, occlusion_mask
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
