@@ -5,8 +5,9 @@ An expensive stylizer (DiffuseST, latent WCT with refinement steps) dominates th
 (``pipeline.scenes`` cuts) and the last frame of each chunk and of each scene (so that every frame between
 two keyframes sees both within one chunk). Each frame t between keyframes p < t < n takes, pixel by pixel,
 the decoded stylized image of one of them backward-warped into it along the content flow (t -> p, t -> n,
-estimated on the content frames; ``rewards.warp.detail_preserving_warp``): the nearer keyframe where its occlusion test
-(forward-backward, ``rewards.warp``) passes, else the other where that one's passes, else the nearer.
+estimated on the content frames; ``rewards.warp.detail_preserving_warp``): the nearer keyframe where its
+occlusion test (forward-backward, ``rewards.warp``) passes, else the other where that one's passes, else the
+nearer.
 Without a policy these images are the output; with one, the codec encodes them and the policy refines all
 the latents as usual (its observations, flows and rewards unchanged). They are not re-decoded where no policy
 acts: the codec's round trip blurs them.
@@ -16,10 +17,11 @@ starry_night; Gram style loss of all frames with K = 4 against K = 1, warping er
 a pixel is never averaged over the two keyframes, whose brush strokes do not line up (sintel_alley at 128 px,
 Gram +39% blending two warped images, +15% selecting); pixels rather than latents (warping latents: Gram +40%,
 warping error -3%; pixels: +12%, -48%; both without the refinement's jitter). Any resampling softens the
-strokes the Gram loss reads: a half-pixel bicubic shift of a refined frame (no jitter) doubled its Gram loss. So the warp is split in two bands: the frame blurred
-(Gaussian, sigma 1 px) is warped bicubically, its detail (the rest) by copying the nearest pixel,
-which keeps the strokes' contrast (Gram +6.9% -> +3.8%, warping error -47.5% -> -43.3%, with the jittered
-refinement of ``pipeline.latents.stylizers.latent_wct``; without that jitter +11.6% -> +10.2%).
+strokes the Gram loss reads: a half-pixel bicubic shift of a refined frame (no jitter) doubled its Gram loss.
+So the warp is split in two bands: the frame blurred (Gaussian, sigma 1 px) is warped bicubically, its detail
+(the rest) by copying the nearest pixel, which keeps the strokes' contrast (Gram +6.9% -> +3.8%, warping
+error -47.5% -> -43.3%, with the jittered refinement of ``pipeline.latents.stylizers.latent_wct``; without
+that jitter +11.6% -> +10.2%).
 
 Conventions: frames (T,3,H,W) in [0,1]; flows as ``rewards.warp`` (ch0 = x right, ch1 = y down, in pixels).
 """

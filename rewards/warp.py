@@ -55,8 +55,8 @@ def backward_warp(x: Tensor, flow: Tensor, mode: str = "bilinear") -> Tensor:
     """Warp ``x`` (N,C,H,W) by ``flow`` (N,2,H,W) or (1,2,H,W): out(p) = x(p + flow(p)).
 
     Bilinear sampling (``mode="bicubic"``: sharper, for images whose texture must survive; it may overshoot
-    the input's range; ``"nearest"``: each output pixel a copy of one input pixel); out-of-frame samples take the nearest border value (use
-    ``in_frame_mask`` to find them). Differentiable in ``x`` and ``flow``.
+    the input's range; ``"nearest"``: each output pixel a copy of one input pixel); out-of-frame samples take
+    the nearest border value (use ``in_frame_mask`` to find them). Differentiable in ``x`` and ``flow``.
     Coordinates are computed in at least float32 whatever ``x``'s dtype, and
     the result has ``x``'s dtype.
     """

@@ -13,7 +13,8 @@ Prints, measured side by side in one run (repeats alternate) and labelled with t
      --sizes width, each in a fresh process, and their ratio;
   4. training throughput (--skip-training to skip): transitions/s of each algorithm (REINFORCE, SAC;
      train_policy.py's default options) on one clip window at each --train-sizes width, where a transition
-     of the default agent (pathwise) goes, with its differentiable part also timed on 4 frames in one call, and train_policy.py for one epoch in one process against two data-parallel ones.
+     of the default agent (pathwise) goes, with its differentiable part also timed on 4 frames in one call,
+     and train_policy.py for one epoch in one process against two data-parallel ones.
 Ratios are the figures to compare across machines; absolute figures hold for the device printed. On a shared
 machine the other jobs disturb them: run it on an idle one for numbers to publish (or with --threads 1 on cores
 that others use). --quick is a smoke run (a few frames at 128 px, short memory clips, no training): about 20 s on
@@ -271,8 +272,8 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
     parts = [seconds_per_call(lambda: through_reward(1), args.repeats),
              seconds_per_call(lambda: through_reward(BATCH), args.repeats) / BATCH]
     with torch.no_grad():
-        parts += alternating_medians([lambda: pixel_warped_latent(codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1],
-                                                                  clip.baseline_latents[:1])], args.repeats)
+        parts.append(seconds_per_call(lambda: pixel_warped_latent(
+            codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1], clip.baseline_latents[:1]), args.repeats))
     parts.append(seconds_per_call(policy_step, args.repeats))
     names = ("decode + reward, forward and backward", f"the same per frame, {BATCH} frames in one call",
              "pixel-warp observation (2 encodes)", "policy fwd+bwd")
@@ -307,7 +308,8 @@ def print_training(args: argparse.Namespace, label: str) -> None:
                           f"{parts['frame size']} (env + algorithm, {args.episodes} episodes after a warm-up one); "
                           f"{label}")
         print_table([{k: _num(v) for k, v in parts.items() if k != "frame size"}],
-                    f"   where a transition of the default agent (pathwise) goes at {size} px (ms, each part timed alone)")
+                    f"   where a transition of the default agent (pathwise) goes at {size} px "
+                    "(ms, each part timed alone)")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [trainer_throughput(args, size, processes, Path(tmp))
                 for size in args.train_sizes for processes in (1, 2)]

@@ -38,12 +38,17 @@ def test_shipped_policy_loads_into_the_current_class_and_is_the_default():
     assert method_and_source(parse_args([*args, "--policy", "none"])) == ("baseline", None)
 
 
+def held_out_case(data_dir, width: int) -> tuple[torch.Tensor, torch.Tensor, Components]:
+    """The test clip sintel_alley ``width`` px wide, the held-out style, and the default latent components."""
+    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "sintel_alley")[0], width)
+    style = load_image(data_dir / "styles" / f"{HELD_OUT}.jpg")
+    return frames, style, Components(build_stylizer("latent-wct", codec=load_codec("taef2")), None, torch.device("cpu"))
+
+
 def error_ratio(data_dir, width: int) -> float:
     """Warping error of the shipped policy over the frame-by-frame baseline's on a test clip ``width`` px wide,
     for a held-out style, judged with Farneback flow (the policy reads DIS flows and was trained against RAFT)."""
-    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "sintel_alley")[0], width)
-    style = load_image(data_dir / "styles" / f"{HELD_OUT}.jpg")
-    components = Components(build_stylizer("latent-wct", codec=load_codec("taef2")), None, torch.device("cpu"))
+    frames, style, components = held_out_case(data_dir, width)
     shipped = load_method("policy", components, "default").stylize_clip(frames, style)
     baseline = load_method("baseline", components).stylize_clip(frames, style)
     judge = ClassicalFlow("farneback")
@@ -71,9 +76,7 @@ def test_the_fast_flow_path_is_as_good_as_the_raft_path(data_dir):
     """The shipped policy reads OpenCV DIS flows (trained so); fed RAFT flows instead, the estimator DIS replaced,
     it does no better on a test clip at 256 px for a held-out style: Farneback warping error no lower, Gram and
     LPIPS within 2% (measured: DIS warping error 27% lower, Gram -0.1%, LPIPS +1.1%)."""
-    frames = resize_to_width(read_video(data_dir / "videos" / "test" / "sintel_alley")[0], 256)
-    style = load_image(data_dir / "styles" / f"{HELD_OUT}.jpg")
-    components = Components(build_stylizer("latent-wct", codec=load_codec("taef2")), None, torch.device("cpu"))
+    frames, style, components = held_out_case(data_dir, 256)
     gram, lpips, judge = GramStyleLoss(VGG16Features(), style), LPIPSDistance(), ClassicalFlow("farneback")
     scores = {}
     for flow in ("dis", "raft"):
