@@ -257,7 +257,8 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("policy", "baseline latents refined by a trained policy", load_trained_policy,
                 source="'default' (the policy that ships, any style), or a run or policy folder of train_policy.py"),
     MethodEntry("flow-blend", "baseline latents pulled toward the flow-warped previous output by a fixed factor",
-                load_flow_blend, source=f"FACTOR[:WARP], factor in [0,1], warp latent (default) or pixel; default {DEFAULT_FLOW_BLEND}",
+                load_flow_blend, source=f"FACTOR[:WARP], factor in [0,1], warp latent (default), pixel or detail (pixels, two bands); "
+                       f"default {DEFAULT_FLOW_BLEND}",
                 source_path=False),
     MethodEntry("rlnst", "RL-NST pixel-space model (image or video), only on the style it was trained for",
                 load_rlnst, source="a model or run folder of train_rlnst.py", steps=True),

@@ -30,6 +30,7 @@ from policies.observations import (
     latent_flows,
     observation_channels,
     pixel_warped_latent,
+    warps_pixels,
 )
 from policies.rollout import RolloutState, advance, observe
 from rewards.flow import ClipFlows, RAFTFlow, build_flow_model, default_flow_model, flows_and_masks
@@ -39,8 +40,10 @@ from rewards.reward import (
     RewardScales,
     RewardTerms,
     StyleContentTemporalReward,
+    masked_l1,
 )
-from rewards.warp import backward_warp
+from rewards.temporal import long_term_flows
+from rewards.warp import detail_preserving_warp
 
 
 @dataclass
@@ -56,6 +59,9 @@ class ClipData:
     baseline_frames (T,3,H,W) decoded baseline; style: the style's name; baseline_terms: its reward
     terms (T,) under ``scales``, the clip's normalisation (``RewardScales.from_terms``
     of the baseline's raw terms on frames 1..T-1).
+    long_term_gap k (0: none): long_term_flows, the reward's flows estimated directly between frames t-k and t
+    (T-k pairs, ``rewards.temporal.long_term_flows``), and long_term_scale, the baseline's mean long-term
+    temporal term (``long_term_temporal``), which normalises the policy's.
     """
 
     name: str
@@ -69,6 +75,9 @@ class ClipData:
     style: str = "style"
     observed_flows: ClipFlows | None = None
     observation_flow: str = "raft"
+    long_term_gap: int = 0
+    long_term_flows: ClipFlows | None = None
+    long_term_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.observed_flows is None:  # the observation reads the reward's flows
@@ -104,13 +113,24 @@ def score_frames(
     ``flows``: the N content pairs (t-1, t) whose ``flow_bwd``/``mask_bwd``
     warp each previous frame into frame t; ``scales``: the clip's reward
     normalisation. Differentiable in ``stylized``.
+
+    The previous frames are warped in two bands (``rewards.warp.detail_preserving_warp``), not bilinearly: a
+    bilinear warp softens the strokes of the target, and a policy that follows the temporal term's gradient
+    toward a softened copy of its last output loses style at every frame.
     """
     if prev_stylized is None:
         return reward(stylized, content, scales=scales)
     if flows is None:
         raise ValueError("scoring against previous frames needs their content flows")
-    warped = backward_warp(prev_stylized, flows.flow_bwd)
+    warped = detail_preserving_warp(prev_stylized, flows.flow_bwd)
     return reward(stylized, content, warped, flows.mask_bwd, scales=scales)
+
+
+def long_term_temporal(stylized: Tensor, earlier: Tensor, flows: ClipFlows) -> Tensor:
+    """The temporal term between frames k apart (N,): masked L1 between ``stylized`` (N,3,H,W) and the frames k
+    earlier ``earlier`` (N,3,H,W) warped to them (two bands, as ``score_frames``) by ``flows``, the N pairs
+    (t-k, t) estimated directly. Differentiable in ``stylized``."""
+    return masked_l1(stylized, detail_preserving_warp(earlier, flows.flow_bwd), flows.mask_bwd)
 
 
 @torch.no_grad()
@@ -125,6 +145,7 @@ def prepare_clip(
     flow_cache: FlowCache | None = None,
     style: str = "style",
     observation_flow: str = DEFAULT_OBSERVATION_FLOW,
+    long_term_gap: int = 0,
 ) -> ClipData:
     """Build the ``ClipData`` of ``frames`` (T,3,H,W) in [0,1] (T >= 2, sides multiples of 8).
 
@@ -134,7 +155,9 @@ def prepare_clip(
     style's reward module (the clip's normalisation scales are computed here); ``flow_cache``: reuse flows computed
     by earlier runs (``rewards.flow_cache.FlowCache``); ``style``: the style's name, which picks the episode's
     reward in a multi-style run; ``observation_flow``: the estimator of the observation's flows
-    (``rewards.flow.FLOW_ESTIMATORS``, the policy's ``observation_flow``; ``raft``: the reward's flows). Tensors live on the codec's device.
+    (``rewards.flow.FLOW_ESTIMATORS``, the policy's ``observation_flow``; ``raft``: the reward's flows);
+    ``long_term_gap`` k > 0: also the reward's flows between frames k apart and the baseline's long-term
+    temporal term (none for a clip of k frames or fewer). Tensors live on the codec's device.
     """
     if reward is None:
         raise TypeError("prepare_clip() needs the style's reward module (reward=...)")
@@ -162,8 +185,14 @@ def prepare_clip(
     rest = score_frames(reward, baseline_frames[1:], frames[1:], baseline_frames[:-1], flows)
     scales = RewardScales.from_terms(rest)
     terms = _concat_terms([reward.rescored(first, scales), reward.rescored(rest, scales)])
+    long_term, long_term_scale = None, 1.0
+    if 0 < long_term_gap < frames.shape[0]:
+        long_term = long_term_flows(frames, long_term_gap, flow_model)
+        baseline_long_term = long_term_temporal(baseline_frames[long_term_gap:], baseline_frames[:-long_term_gap],
+                                                long_term)
+        long_term_scale = max(baseline_long_term.mean().item(), 1e-6)
     return ClipData(name, frames, latents, flows, small, baseline_frames, terms, scales, style, observed,
-                    observation_flow)
+                    observation_flow, long_term_gap if long_term is not None else 0, long_term, long_term_scale)
 
 
 @dataclass
@@ -197,7 +226,7 @@ class LatentStyleEnv:
     ``render``/``score`` are the same decode and reward, differentiable, for
     algorithms that backpropagate through the reward.
     ``flow_warp``: how the ``flow`` observation warps the previous output
-    (``latent`` or ``pixel``, ``policies.observations``); ``adopt(policy)``
+    (``policies.observations.FLOW_WARPS``); ``adopt(policy)``
     takes the policy's own setting (``run_episode`` and REINFORCE call it).
     """
 
@@ -215,6 +244,7 @@ class LatentStyleEnv:
         self.t = 0
         self._state = RolloutState()
         self._prev_frame: Tensor | None = None
+        self._outputs: list[Tensor] = []  # the episode's decoded outputs so far (detached), for the long-term term
 
     @property
     def num_frames(self) -> int:
@@ -232,10 +262,10 @@ class LatentStyleEnv:
     def _observe(self) -> Tensor:
         t = self.t
         warped = None
-        if self.observation == "flow" and self.flow_warp == "pixel" and t > 0 and self._prev_frame is not None:
+        if self.observation == "flow" and warps_pixels(self.flow_warp) and t > 0 and self._prev_frame is not None:
             with torch.no_grad():
                 warped = pixel_warped_latent(self.codec, self._prev_frame, self.clip.observed_flows.flow_bwd[t - 1 : t],
-                                             self._state.prev_output)
+                                             self._state.prev_output, flow_warp=self.flow_warp)
         return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state,
                        self.clip.latent_flows[t : t + 1], warped)
 
@@ -244,6 +274,7 @@ class LatentStyleEnv:
         self.t = 0
         self._state = RolloutState()
         self._prev_frame = None
+        self._outputs = []
         return self._observe()
 
     def render(self, t: int, delta: Tensor) -> Tensor:
@@ -256,6 +287,16 @@ class LatentStyleEnv:
         if t == 0 or prev_frame is None:
             return score_frames(self.reward, frame, content, None, None, self.clip.scales)
         return score_frames(self.reward, frame, content, prev_frame, self.clip.flows[t - 1], self.clip.scales)
+
+    def long_term_score(self, t: int, frame: Tensor) -> Tensor | None:
+        """The long-term temporal term (1,) of ``frame`` (1,3,H,W) as frame t against this episode's output k =
+        ``clip.long_term_gap`` frames earlier, over the baseline's (``ClipData.long_term_scale``); None before frame
+        k or without long-term flows. Differentiable in ``frame``."""
+        gap = self.clip.long_term_gap
+        if not gap or t < gap or len(self._outputs) <= t - gap:
+            return None
+        pair = self.clip.long_term_flows[t - gap : t - gap + 1]
+        return long_term_temporal(frame, self._outputs[t - gap], pair) / self.clip.long_term_scale
 
     def _check_delta(self, delta: Tensor) -> None:
         if self.t >= self.num_frames:
@@ -272,6 +313,7 @@ class LatentStyleEnv:
         latent = self.clip.baseline_latents[t : t + 1] + delta
         self._state = advance(self.clip.baseline_latents[t : t + 1], latent)
         self._prev_frame = frame
+        self._outputs.append(frame)
         self.t += 1
         done = self.t == self.num_frames
         result = StepResult(
@@ -299,15 +341,17 @@ class LatentStyleEnv:
             terms = self.score(self.t, frame, self._prev_frame)
         return self._finish(delta, frame, terms)
 
-    def step_through(self, delta: Tensor) -> tuple[Tensor, RewardTerms, StepResult]:
+    def step_through(self, delta: Tensor) -> tuple[Tensor, RewardTerms, Tensor | None, StepResult]:
         """``step`` for algorithms that backpropagate through the reward: also returns the frame's reward
-        terms (each (1,), differentiable in ``delta``, the previous output held fixed)."""
+        terms (each (1,), differentiable in ``delta``, the previous outputs held fixed) and its normalised
+        long-term temporal term (``long_term_score``, None where there is none)."""
         self._check_delta(delta)
         frame = self.render(self.t, delta)
         terms = self.score(self.t, frame, self._prev_frame)
+        long_term = self.long_term_score(self.t, frame)
         detached = RewardTerms(*(getattr(terms, name).detach() for name in ("total", *TERM_NAMES)))
         obs, result = self._finish(delta.detach(), frame.detach(), detached)
-        return obs, terms, result
+        return obs, terms, long_term, result
 
 
 @torch.no_grad()

@@ -15,7 +15,11 @@ constrained problem solved with Lagrange multipliers (dual ascent, as in constra
     minimise  T_n   subject to  S_n <= style_target,  C_n <= content_target
 
 with S_n, C_n, T_n the frame's raw Gram style, LPIPS content and temporal terms divided by the clip's
-baseline means (``RewardScales``: the baseline scores 1 per term). Per frame the policy minimises
+baseline means (``RewardScales``: the baseline scores 1 per term). With ``long_term_gap`` k > 0, T_n is the
+mean of the consecutive term and the long-term one, the same masked L1 against the output k frames earlier
+warped by the flow estimated directly between them (``policies.env.long_term_temporal``, over the baseline's),
+from frame k on: blending passes the consecutive term while the texture drifts over time. Per frame the policy
+minimises
 
     loss_t = (T_n + lambda_s * S_n + lambda_c * C_n) / (1 + lambda_s + lambda_c)
 
@@ -57,10 +61,15 @@ class PathwiseConfig:
         "help": "the LPIPS content loss the multiplier holds, relative to the baseline's"})
     multiplier_lr: float = field(default=0.05, metadata={"help": "dual-ascent step of the log multipliers"})
     init_multiplier: float = field(default=1.0, metadata={"help": "initial style and content multipliers"})
+    long_term_gap: int = field(default=0, metadata={
+        "help": "frames k between the outputs of a long-term temporal term averaged into the minimised one "
+                "(0 = consecutive frames only)"})
 
     def __post_init__(self) -> None:
         if self.accumulate < 1:
             raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if self.long_term_gap < 0:
+            raise ValueError(f"long_term_gap must be >= 0, got {self.long_term_gap}")
         for name in ("style_target", "content_target", "init_multiplier"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -96,10 +105,11 @@ class Pathwise:
         obs, done = env.reset(), False
         while not done:
             delta = self.policy.mean(obs)
-            obs, terms, step = env.step_through(delta)
+            obs, terms, long_term, step = env.step_through(delta)
             done = step.done
+            temporal = terms.temporal / scales.temporal
             normalised = {"style": terms.style / scales.style, "content": terms.content / scales.content,
-                          "temporal": terms.temporal / scales.temporal}
+                          "temporal": temporal if long_term is None else (temporal + long_term) / 2}
             weights = self.multipliers()
             loss = (normalised["temporal"] + sum(weights[k] * normalised[k] for k in CONSTRAINED_TERMS)).sum()
             loss = loss / (1 + sum(weights.values()))
@@ -110,8 +120,8 @@ class Pathwise:
             (loss / self.config.accumulate).backward()
             pending.append({k: v.item() for k, v in normalised.items()})
             self.transitions += 1
-            logs.append({**step.scalars(), "loss": loss.item(),
-                         **{f"multiplier_{k}": v for k, v in weights.items()}})
+            logs.append({**step.scalars(), "loss": loss.item(), **{f"multiplier_{k}": v for k, v in weights.items()},
+                         **({} if long_term is None else {"long_term_temporal": long_term.item()})})
             if len(pending) == self.config.accumulate or done:
                 self._update(pending)
                 pending = []

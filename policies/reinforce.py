@@ -87,8 +87,9 @@ class ReinforcePolicyConfig:
     init_alpha: float = field(default=0.7, metadata={
         "help": "blend head: initial flow-blend factor in (0,1) (the untrained policy is a flow-blend of it)"})
     flow_warp: str = field(default="pixel", metadata={
-        "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels "
-                                       "(decode, warp, re-encode)"})
+        "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space, or in pixels "
+                                       "(decode, warp, re-encode) bilinearly (pixel) or in two bands that keep the "
+                                       "strokes crisp (detail)"})
     observation_flow: str = observation_flow_field()
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from policies.observations import (
     build_observation,
     latent_flows,
     pixel_warped_latent,
+    warps_pixels,
 )
 from rewards.flow import flows_and_masks
 
@@ -104,7 +105,7 @@ def apply_policy(
     t-1 at the start of a video (``state`` None). ``state``: from the
     previous chunk's call. Returns the refined latents (same device as the
     input) and the state for the next chunk.
-    Policies whose ``flow_warp`` is ``pixel`` also need ``pixel_flows``
+    Policies whose ``flow_warp`` warps in pixels (``pixel``, ``detail``) also need ``pixel_flows``
     (full-resolution flows to the previous frame, as many entries as
     ``latent_flows``) and the ``codec`` that decodes and re-encodes the warp.
     """
@@ -119,7 +120,7 @@ def apply_policy(
         return baseline_latents.clone(), state
     if policy.observation == "flow" and latent_flows is None and (count > 1 or state.prev_output is not None):
         raise ValueError("a flow-observation policy needs latent_flows")
-    pixel = policy.observation == "flow" and policy.flow_warp == "pixel"
+    pixel = policy.observation == "flow" and warps_pixels(policy.flow_warp)
     if pixel and (codec is None or (pixel_flows is None and (count > 1 or state.prev_output is not None))):
         raise ValueError("the pixel flow warp needs the codec and the full-resolution pixel_flows")
     if pixel and pixel_flows is not None:
@@ -136,7 +137,7 @@ def apply_policy(
             flow = pixel_flows[t - offset : t - offset + 1].to(device)
             if state.prev_output_frame is None:  # a state from a caller that did not keep the decoded frame
                 state.prev_output_frame = codec.decode(state.prev_output.to(codec.device)).to(state.prev_output)
-            warped = pixel_warped_latent(codec, state.prev_output_frame, flow, state.prev_output)
+            warped = pixel_warped_latent(codec, state.prev_output_frame, flow, state.prev_output, flow_warp=policy.flow_warp)
         obs = observe(policy.observation, baseline, state, None if flows is None else flows[t : t + 1].to(device), warped)
         output = baseline + policy.act(obs, deterministic=True)
         outputs.append(output)

@@ -68,7 +68,8 @@ class SACPolicyConfig:
     log_std_min: float = field(default=-5.0, metadata={"help": "lower clamp of the plan's log standard deviation"})
     log_std_max: float = field(default=2.0, metadata={"help": "upper clamp of the plan's log standard deviation"})
     flow_warp: str = field(default="latent", metadata={
-        "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels"})
+        "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels "
+                                       "(pixel: bilinear, detail: two bands)"})
     observation_flow: str = observation_flow_field()
 
     def __post_init__(self) -> None:

@@ -84,8 +84,9 @@ class TrainConfig:
     size: int = field(default=256, metadata={
         "help": "frame width in pixels, aspect kept, sides multiples of 8 (256: the size users run; a policy trained "
                 "at 128 px held the style worse at 256)"})
-    max_frames: int = field(default=8, metadata={
-        "help": "frames per episode: clips are cut into windows of this many frames"})
+    max_frames: int = field(default=24, metadata={
+        "help": "frames per episode: clips are cut into windows of this many frames (24: an agent trained on "
+                "8-frame windows never saw its style fade over longer runs, and lost it at test)"})
     epochs: int = field(default=2, metadata={"help": "total epochs (one episode per window and style each)"})
     weights: tuple[float, float, float] = field(default=(10.0, 1.0, 10.0), metadata={
         "help": "reward weights of the normalised style, content and temporal terms"})
@@ -228,12 +229,13 @@ class Trainer:
         mine = padded[self.rank :: self.world]
         cache, flow_model = LatentCache(self.config.cache_dir), default_flow_model(self.device)
         flow_cache = FlowCache(cache.root / "flows")
+        long_term_gap = getattr(self.algorithm.config, "long_term_gap", 0)  # the learners that score it
         clips = []
         for name, frames, style in tqdm(mine, desc="preparing clips", disable=self.rank != 0, leave=False):
             image = self.style_images[style].to(self.device)
             clips.append(prepare_clip(frames, image, stylizer, cache, flow_model, self.rewards[style],
                                       f"{name}@{style}" if len(self.style_images) > 1 else name, flow_cache, style,
-                                      self.algorithm.policy.observation_flow))
+                                      self.algorithm.policy.observation_flow, long_term_gap))
         return clips
 
     def _load_checkpoint(self) -> None:

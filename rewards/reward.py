@@ -9,8 +9,9 @@ with
 - L_style   = Gram style loss of S_t against the style image (``GramStyleLoss``),
 - L_content = LPIPS-alex distance between S_t and the content frame I_t,
 - L_temp    = occlusion-masked mean absolute difference between S_t and the
-  previous stylized frame warped into frame t (the caller warps it with
-  ``rewards.warp.backward_warp`` and the content flow from t to t-1); 0 for
+  previous stylized frame warped into frame t (the caller warps it with the
+  content flow from t to t-1: ``policies.env.score_frames`` in two bands,
+  ``rewards.warp.detail_preserving_warp``); 0 for
   the first frame of a clip,
 - (w_s, w_c, w_t) = ``RewardWeights`` (default 10, 1, 10),
 - (S, C, T) = ``RewardScales``: reference magnitudes of the raw terms. Use

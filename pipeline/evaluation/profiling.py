@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pipeline.io.video import write_video
 from pipeline.stylize import StylizationPipeline
-from policies.observations import LatentFlows, build_observation, latent_flows, pixel_warped_latent
+from policies.observations import LatentFlows, build_observation, latent_flows, pixel_warped_latent, warps_pixels
 from rewards.flow import ClipFlows, flows_and_masks
 
 
@@ -162,10 +162,11 @@ def pipeline_stages(pipeline: StylizationPipeline, frames: Tensor, style: Tensor
                           None if flow is None else flow[t - 1 : t], None if mask is None else mask[t - 1 : t])
         for t in range(1, count)]
     stages["policy network"] = lambda: [policy.act(obs, deterministic=True) for obs in observations]
-    if pixel is not None and policy.flow_warp == "pixel":
+    if pixel is not None and warps_pixels(policy.flow_warp):
         decoded = codec.decode(latents)
         stages["pixel warp (2 encodes a frame)"] = lambda: [
-            pixel_warped_latent(codec, decoded[t - 1 : t], pixel.flow_bwd[t - 1 : t], latents[t - 1 : t])
+            pixel_warped_latent(codec, decoded[t - 1 : t], pixel.flow_bwd[t - 1 : t], latents[t - 1 : t],
+                                flow_warp=policy.flow_warp)
             for t in range(1, count)]
         stages["rollout decodes (1 a frame)"] = lambda: [codec.decode(latents[t : t + 1]) for t in range(count)]
     return stages

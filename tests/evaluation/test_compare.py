@@ -207,8 +207,9 @@ def test_method_arguments_are_checked(tmp_path):
     swept = build_methods(flow_blends=["0.5"], frontier=DEFAULT_FRONTIER)
     assert [(m.label, m.sweep) for m in swept][:3] == [("baseline", False), ("flow-blend-latent-0.5", False),
                                                       ("flow-blend-latent-0.3", True)]
-    assert len(swept) == 1 + 8 and sum(m.sweep for m in swept) == 7
+    assert len(swept) == 1 + 13 and sum(m.sweep for m in swept) == 12
     assert frontier_references(swept)["flow-blend-pixel-0.9"] == "0.9:pixel"
+    assert frontier_references(swept)["flow-blend-detail-1"] == "1:detail"
     assert frontier_references(swept)["baseline"] == "0 (baseline)"
     assert [m.label for m in build_methods(flow_blends=[], frontier=["0.7"])] == ["baseline", "flow-blend"]
     for bad in ("1.5", "0.5:optical", "half"):

@@ -121,6 +121,32 @@ def test_differentiable_path(setup):
     assert terms.total.item() == pytest.approx(setup[2].baseline_terms.total[1].item(), rel=1e-4)
 
 
+def test_long_term_term_scores_the_output_k_frames_earlier(setup):
+    """With a gap k, prepare_clip adds the flows between frames k apart and the baseline's long-term term as the
+    scale; step_through returns the term from frame k on: 1 for the baseline itself, lower for a copy along the
+    flow (a factor-1 flow-blend)."""
+    codec, reward, clip = setup
+    gap = 3
+    long = prepare_clip(clip.frames, reward.style_loss.style_image, LatentWCT(codec), None, default_flow_model(),
+                        reward, "juggle", long_term_gap=gap)
+    assert long.long_term_gap == gap and len(long.long_term_flows) == T - gap and long.long_term_scale > 0
+
+    def long_terms(policy) -> list[float | None]:
+        env = LatentStyleEnv(long, codec, reward, "flow").adopt(policy)
+        obs, done, terms = env.reset(), False, []
+        while not done:
+            obs, _, long_term, step = env.step_through(policy.act(obs))
+            terms.append(None if long_term is None else long_term.item())
+            done = step.done
+        return terms
+
+    baseline = long_terms(IdentityPolicy(IdentityConfig(32, observation="flow")))
+    assert baseline[:gap] == [None] * gap and sum(baseline[gap:]) / (T - gap) == pytest.approx(1.0, rel=1e-4)
+    copied = long_terms(FlowBlendPolicy(FlowBlendConfig(32, factor=1.0)))
+    assert sum(copied[gap:]) / (T - gap) < 0.9
+    assert clip.long_term_gap == 0 and LatentStyleEnv(clip, codec, reward, "flow").long_term_score(4, clip.frames[:1]) is None
+
+
 def test_nan_guard_leaves_the_policy_untouched(setup):
     clip = setup[2]
     algo = make_algorithm("reinforce", "flow", 32, accumulate=2, **FROM_BASELINE)

@@ -63,6 +63,26 @@ def test_a_short_run_improves_the_held_out_objective(setup):
     assert algorithm.updates == 3 * len(train) * math.ceil(FRAMES / algorithm.config.accumulate)
 
 
+def test_the_long_term_term_enters_the_minimised_objective(setup, data_dir):
+    """With long_term_gap k the episode scores each frame from k on against the output k frames earlier too:
+    logged as ``long_term_temporal``, and the update differs from the consecutive-only one."""
+    codec, reward, train, _ = setup
+    gap = 2
+    clip = train[0]
+    long = prepare_clip(clip.frames, reward.style_loss.style_image, LatentWCT(codec), None, default_flow_model(),
+                        reward, "dog0", long_term_gap=gap)
+    updated = []
+    for long_term_gap, window in ((0, clip), (gap, long)):
+        torch.manual_seed(0)
+        algorithm = make_algorithm("pathwise", "flow", codec.latent_channels, hidden=16, lr=1e-3,
+                                   long_term_gap=long_term_gap)
+        logs = algorithm.train_episode(LatentStyleEnv(window, codec, reward, "flow"))
+        updated.append(torch.nn.utils.parameters_to_vector(algorithm.policy.parameters()).detach().clone())
+        scored = [t for t, row in enumerate(logs) if "long_term_temporal" in row]
+        assert scored == (list(range(gap, FRAMES)) if long_term_gap else []), scored
+    assert (updated[0] - updated[1]).abs().max() > 1e-6
+
+
 @pytest.mark.fast
 def test_multipliers_rise_above_their_target_and_fall_below_it():
     algorithm = make_algorithm("pathwise", "flow", 4, hidden=8, multiplier_lr=0.5, style_target=0.9,
@@ -92,6 +112,8 @@ def test_bad_options_are_refused():
         make_algorithm("pathwise", "flow", 4, sigma=1.0)
     with pytest.raises(ValueError, match="style_target must be positive"):
         PathwiseConfig(style_target=0.0)
+    with pytest.raises(ValueError, match="long_term_gap must be >= 0"):
+        PathwiseConfig(long_term_gap=-1)
 
 
 @pytest.mark.fast

@@ -16,6 +16,8 @@ from policies.references import FlowBlendConfig, FlowBlendPolicy, IdentityConfig
 from policies.reinforce import ReinforcePolicy, ReinforcePolicyConfig
 from policies.rollout import apply_policy, apply_policy_to_chunk
 from rewards.flow import default_flow_model, flows_and_masks
+from rewards.style import GramStyleLoss
+from rewards.vgg import VGG16Features
 from tests.helpers import FROM_BASELINE
 
 
@@ -261,3 +263,23 @@ def test_blend_head(tmp_path, pixel_clip):
         ReinforcePolicyConfig(32, head="mlp")
     with pytest.raises(ValueError, match="unknown flow_warp"):
         ReinforcePolicyConfig(32, flow_warp="voxel")
+
+
+def test_the_detail_warp_propagates_the_style_without_softening_it(data_dir):
+    """A factor-1 flow-blend copies the previous output wherever the flow is reliable. With the bilinear pixel
+    warp the strokes soften at every copy and the Gram style loss climbs; the two-band ``detail`` warp keeps
+    it near the frame-by-frame baseline's (measured on the last 4 of 12 frames of the panning shot wolf.mp4 at
+    256 px: x2.35 against x0.96)."""
+    codec = load_codec("taef2")
+    frames = resize_to_width(read_video(data_dir / "videos/test/wolf.mp4", max_frames=12)[0], 256)
+    style = load_image(data_dir / "styles/starry_night.jpg")
+    gram = GramStyleLoss(VGG16Features(), style)
+    with torch.no_grad():
+        latents = LatentWCT(codec).stylize(frames, style)
+        baseline = gram(codec.decode(latents[-4:])).mean()
+        ratios = {}
+        for warp in ("pixel", "detail"):
+            copy = FlowBlendPolicy(FlowBlendConfig(32, factor=1.0, flow_warp=warp))
+            refined, _ = apply_policy_to_chunk(copy, latents, frames, flow_model=default_flow_model(), codec=codec)
+            ratios[warp] = (gram(codec.decode(refined[-4:])).mean() / baseline).item()
+    assert ratios["detail"] < 1.15 and ratios["pixel"] > ratios["detail"] + 0.2, ratios

@@ -119,7 +119,7 @@ def test_default_flags_build_the_documented_default_agent() -> None:
     assert (config.stylizer, config.codec) == ("latent-wct", "taef2")
     assert (config.algo, config.obs, config.weights, config.out) == ("pathwise", "flow", (10.0, 1.0, 10.0),
                                                                     str(Path("runs/s-pathwise-flow-s0")))
-    assert (config.size, config.max_frames, config.epochs) == (256, 8, 2)
+    assert (config.size, config.max_frames, config.epochs) == (256, 24, 2)
     agent = make_algorithm(config.algo, config.obs, 16, **config.algo_options)
     documented = {"head": "blend", "flow_warp": "pixel", "observation_flow": "dis", "init_alpha": 0.7,
                   "input_skip": True, "init_gate": 0.0}
