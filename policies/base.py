@@ -79,7 +79,7 @@ class Policy(PretrainedMixin, nn.Module):
 
     @property
     def flow_warp(self) -> str:
-        """How the ``flow`` observation's warped previous output W_t is built: one of ``policies.observations.FLOW_WARPS``."""
+        """How the ``flow`` observation's warped previous output W_t is built (``policies.observations.FLOW_WARPS``)."""
         return self.config.flow_warp
 
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:

@@ -18,6 +18,7 @@ module, built once per style.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -244,7 +245,8 @@ class LatentStyleEnv:
         self.t = 0
         self._state = RolloutState()
         self._prev_frame: Tensor | None = None
-        self._outputs: list[Tensor] = []  # the episode's decoded outputs so far (detached), for the long-term term
+        # the last long_term_gap decoded outputs (detached), oldest first: the long-term term's earlier frames
+        self._recent_outputs: deque[Tensor] = deque(maxlen=clip.long_term_gap)
 
     @property
     def num_frames(self) -> int:
@@ -274,7 +276,7 @@ class LatentStyleEnv:
         self.t = 0
         self._state = RolloutState()
         self._prev_frame = None
-        self._outputs = []
+        self._recent_outputs.clear()
         return self._observe()
 
     def render(self, t: int, delta: Tensor) -> Tensor:
@@ -288,15 +290,15 @@ class LatentStyleEnv:
             return score_frames(self.reward, frame, content, None, None, self.clip.scales)
         return score_frames(self.reward, frame, content, prev_frame, self.clip.flows[t - 1], self.clip.scales)
 
-    def long_term_score(self, t: int, frame: Tensor) -> Tensor | None:
-        """The long-term temporal term (1,) of ``frame`` (1,3,H,W) as frame t against this episode's output k =
-        ``clip.long_term_gap`` frames earlier, over the baseline's (``ClipData.long_term_scale``); None before frame
-        k or without long-term flows. Differentiable in ``frame``."""
+    def long_term_score(self, frame: Tensor) -> Tensor | None:
+        """The long-term temporal term (1,) of ``frame`` (1,3,H,W) as the current frame t against this episode's
+        output k = ``clip.long_term_gap`` frames earlier, over the baseline's (``ClipData.long_term_scale``); None
+        before frame k or without long-term flows. Differentiable in ``frame``."""
         gap = self.clip.long_term_gap
-        if not gap or t < gap or len(self._outputs) <= t - gap:
+        if not gap or len(self._recent_outputs) < gap:
             return None
-        pair = self.clip.long_term_flows[t - gap : t - gap + 1]
-        return long_term_temporal(frame, self._outputs[t - gap], pair) / self.clip.long_term_scale
+        pair = self.clip.long_term_flows[self.t - gap : self.t - gap + 1]
+        return long_term_temporal(frame, self._recent_outputs[0], pair) / self.clip.long_term_scale
 
     def _check_delta(self, delta: Tensor) -> None:
         if self.t >= self.num_frames:
@@ -313,7 +315,8 @@ class LatentStyleEnv:
         latent = self.clip.baseline_latents[t : t + 1] + delta
         self._state = advance(self.clip.baseline_latents[t : t + 1], latent)
         self._prev_frame = frame
-        self._outputs.append(frame)
+        if self.clip.long_term_gap:
+            self._recent_outputs.append(frame)
         self.t += 1
         done = self.t == self.num_frames
         result = StepResult(
@@ -348,7 +351,7 @@ class LatentStyleEnv:
         self._check_delta(delta)
         frame = self.render(self.t, delta)
         terms = self.score(self.t, frame, self._prev_frame)
-        long_term = self.long_term_score(self.t, frame)
+        long_term = self.long_term_score(frame)
         detached = RewardTerms(*(getattr(terms, name).detach() for name in ("total", *TERM_NAMES)))
         obs, result = self._finish(delta.detach(), frame.detach(), detached)
         return obs, terms, long_term, result

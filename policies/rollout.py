@@ -137,7 +137,8 @@ def apply_policy(
             flow = pixel_flows[t - offset : t - offset + 1].to(device)
             if state.prev_output_frame is None:  # a state from a caller that did not keep the decoded frame
                 state.prev_output_frame = codec.decode(state.prev_output.to(codec.device)).to(state.prev_output)
-            warped = pixel_warped_latent(codec, state.prev_output_frame, flow, state.prev_output, flow_warp=policy.flow_warp)
+            warped = pixel_warped_latent(codec, state.prev_output_frame, flow, state.prev_output,
+                                         flow_warp=policy.flow_warp)
         obs = observe(policy.observation, baseline, state, None if flows is None else flows[t : t + 1].to(device), warped)
         output = baseline + policy.act(obs, deterministic=True)
         outputs.append(output)

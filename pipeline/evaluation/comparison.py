@@ -11,8 +11,8 @@ baseline latents of a (clip, style) are computed once. Every output is scored by
 ``summarize`` turns the per-item scores into means with 95% confidence intervals over clips (clip x style
 pairs), over seeds, and of the paired difference to the baseline. With a frontier sweep (``CompareConfig.frontier``,
 default ``pipeline.evaluation.frontier.DEFAULT_FRONTIER``: factors 0.3 to 0.9 of the latent, pixel and detail
-warps, and 1.0 of the detail warp) the flow-blend references are swept and every method is placed against their frontier (``frontier_report``): does
-it beat every fixed blend at its warping error?
+warps, and 1.0 of the detail warp) the flow-blend references are swept and every method is placed against their
+frontier (``frontier_report``): does it beat every fixed blend at its warping error?
 """
 
 from __future__ import annotations

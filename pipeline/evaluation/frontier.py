@@ -25,8 +25,8 @@ FRONTIER_AXIS = "warping_error_classical"  # x: the warping error under the flow
 FRONTIER_TARGETS = ("style_gram", "lpips_content")  # y: one frontier panel each
 # every warp of the flow-blend family: the detail warp keeps the style at low factors, the bilinear pixel warp
 # reaches the lowest warping errors (measured, README), and factor 1.0 of the detail warp is pure propagation
-DEFAULT_FRONTIER = (*(f"{factor}:{warp}" for warp in ("latent", "pixel", "detail") for factor in ("0.3", "0.5", "0.7", "0.9")),
-                    "1.0:detail")
+DEFAULT_FRONTIER = (*(f"{factor}:{warp}" for warp in ("latent", "pixel", "detail")
+                      for factor in ("0.3", "0.5", "0.7", "0.9")), "1.0:detail")
 BELOW_RANGE = "below"  # ``outside``: a lower warping error than every frontier vertex
 ABOVE_RANGE = "above"  # a higher one
 NO_FRONTIER = "none"  # no reference to draw a frontier from

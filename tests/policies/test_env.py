@@ -144,7 +144,8 @@ def test_long_term_term_scores_the_output_k_frames_earlier(setup):
     assert baseline[:gap] == [None] * gap and sum(baseline[gap:]) / (T - gap) == pytest.approx(1.0, rel=1e-4)
     copied = long_terms(FlowBlendPolicy(FlowBlendConfig(32, factor=1.0)))
     assert sum(copied[gap:]) / (T - gap) < 0.9
-    assert clip.long_term_gap == 0 and LatentStyleEnv(clip, codec, reward, "flow").long_term_score(4, clip.frames[:1]) is None
+    without = LatentStyleEnv(clip, codec, reward, "flow")
+    assert clip.long_term_gap == 0 and without.long_term_score(clip.frames[:1]) is None
 
 
 def test_nan_guard_leaves_the_policy_untouched(setup):

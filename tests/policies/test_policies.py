@@ -211,6 +211,8 @@ def test_pixel_warped_latent(pixel_clip):
     assert moved.shape == latents[:1].shape and torch.isfinite(moved).all()
     with pytest.raises(ValueError, match="differ in size"):
         pixel_warped_latent(codec, frame, torch.zeros(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="builds the pixel or detail warp, not 'latent'"):
+        pixel_warped_latent(codec, frame, still, latents[:1], flow_warp="latent")
     with pytest.raises(ValueError, match="unknown flow_warp 'voxel'"):
         check_flow_warp("voxel")
 
