@@ -9,8 +9,8 @@ fields of the chosen algorithm's config dataclasses, prefixed by its name (--pat
 --algo pathwise, --reinforce-lr with --algo reinforce, --sac-lr with --algo sac; the other algorithms' flags
 are ignored). Their defaults are the default agent (policies/pathwise.py): the residual network on flow
 observations (OpenCV DIS flows, the pixel-space warp, a blend head starting at a flow-blend of 0.7), trained
-by backpropagation through the reward to minimise flicker while learned Lagrange multipliers hold the style
-and content losses at 1.0x and 0.85x the frame-by-frame baseline's. The default run: one style, 2 epochs of
+by backpropagation through the reward to minimise flicker while learned Lagrange multipliers hold every frame's
+style and content losses within 1.0x and 0.9x those of its frame-by-frame baseline frame. The default run: one style, 2 epochs of
 the 11 shared training clips in 24-frame windows at 256 px (21 windows, 1008 transitions), about 7 minutes on
 2 CPU cores (5.1 transitions/s; 1.6 minutes of it preparing the clips, an evaluation after each epoch). The
 latent space is --stylizer and --codec, with the stylizer's settings as --<stylizer>-* flags (scripts/_cli.py);

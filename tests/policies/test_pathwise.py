@@ -5,6 +5,7 @@ window it never trained on."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from policies.base import make_algorithm
 from policies.env import LatentStyleEnv, prepare_clip, run_episode
 from policies.pathwise import PathwiseConfig
 from rewards.flow import default_flow_model
-from rewards.reward import build_reward
+from rewards.reward import RewardScales, RewardTerms, build_reward
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 WIDTH, FRAMES = 64, 6
@@ -40,11 +41,13 @@ def setup(data_dir):
 
 
 def objective(setup, policy, clip) -> float:
-    """Mean over frames 1.. of the Lagrangian at unit multipliers: normalised temporal + style + content."""
+    """Mean over frames 1.. of the default agent's loss at unit multipliers: the normalised temporal term plus
+    each frame's excess over its targets (style 1.0x, LPIPS 0.9x its own baseline frame's)."""
     codec, reward, _, _ = setup
     rows = run_episode(LatentStyleEnv(clip, codec, reward, "flow"), policy)[1:]
-    s = clip.scales
-    return sum(r.terms["temporal"] / s.temporal + r.terms["style"] / s.style + r.terms["content"] / s.content
+    targets = {"style": PathwiseConfig.style_target, "content": PathwiseConfig.content_target}
+    return sum(r.terms["temporal"] / clip.scales.temporal
+               + sum(max(0.0, r.terms[k] / r.baseline_terms[k] - target) for k, target in targets.items())
                for r in rows) / len(rows)
 
 
@@ -86,13 +89,33 @@ def test_the_long_term_term_enters_the_minimised_objective(setup, data_dir):
 @pytest.mark.fast
 def test_multipliers_rise_above_their_target_and_fall_below_it():
     algorithm = make_algorithm("pathwise", "flow", 4, hidden=8, multiplier_lr=0.5, style_target=0.9,
-                               content_target=1.0)
+                               content_target=1.0, constraint="mean")
     algorithm._update([{"style": 1.9, "content": 0.5, "temporal": 1.0}])  # no gradients: only the multipliers move
     assert algorithm.log_multipliers["style"] == pytest.approx(0.5)
     assert algorithm.log_multipliers["content"] == pytest.approx(-0.25)
     for _ in range(100):
         algorithm._update([{"style": 100.0, "content": 0.0, "temporal": 1.0}])
     assert algorithm.multipliers()["style"] == pytest.approx(math.exp(5)) and algorithm.log_multipliers["content"] == -5
+
+
+@pytest.mark.fast
+def test_the_frame_constraint_scores_each_frame_against_its_own_baseline_frame():
+    """constraint=frame: a frame's constrained value is its excess over the target relative to its own baseline
+    frame (0 below it, so frames under target cannot pay for others), and the multipliers hold the mean excess
+    at the tolerance."""
+    algorithm = make_algorithm("pathwise", "flow", 4, hidden=8, multiplier_lr=0.5, constraint="frame",
+                               constraint_tolerance=0.02, content_target=0.9)
+    one = torch.ones(1)
+    terms = RewardTerms(total=-one, style=3.3 * one, content=0.4 * one, temporal=one)
+    step = SimpleNamespace(baseline_terms={"style": 3.0, "content": 0.5, "temporal": 1.0})
+    scales = RewardScales(style=100.0, content=100.0, temporal=1.0)  # the clip's means: ignored by this form
+    values = algorithm._constrained(terms, step, scales)
+    assert values["style"].item() == pytest.approx(0.1) and values["content"].item() == 0.0  # 1.1 - 1; 0.8 < 0.9
+    algorithm._update([{"style": 0.12, "content": 0.0, "temporal": 1.0}])
+    assert algorithm.log_multipliers["style"] == pytest.approx(0.5 * 0.10)
+    assert algorithm.log_multipliers["content"] == pytest.approx(-0.5 * 0.02)
+    mean_form = make_algorithm("pathwise", "flow", 4, hidden=8, constraint="mean")._constrained(terms, step, scales)
+    assert mean_form["style"].item() == pytest.approx(0.033) and mean_form["content"].item() == pytest.approx(0.004)
 
 
 @pytest.mark.fast
@@ -114,6 +137,10 @@ def test_bad_options_are_refused():
         PathwiseConfig(style_target=0.0)
     with pytest.raises(ValueError, match="long_term_gap must be >= 0"):
         PathwiseConfig(long_term_gap=-1)
+    with pytest.raises(ValueError, match="constraint must be one of"):
+        PathwiseConfig(constraint="max")
+    with pytest.raises(ValueError, match="constraint_tolerance must be >= 0"):
+        PathwiseConfig(constraint_tolerance=-0.1)
 
 
 @pytest.mark.fast

@@ -125,7 +125,8 @@ def test_default_flags_build_the_documented_default_agent() -> None:
                   "input_skip": True, "init_gate": 0.0}
     assert documented.items() <= dataclasses.asdict(agent.policy.config).items()
     assert agent.config == PathwiseConfig(lr=3e-4, accumulate=4, max_grad_norm=10.0, style_target=1.0,
-                                          content_target=0.85, multiplier_lr=0.05, init_multiplier=1.0)
+                                          content_target=0.9, multiplier_lr=0.05, init_multiplier=1.0,
+                                          constraint="frame", constraint_tolerance=0.02)
     assert make_algorithm("pathwise", "flow", 16).config == agent.config  # the dataclass defaults are the same agent
     # the REINFORCE agent (--algo reinforce) with its own defaults
     config = train_config(parse_args(["--style", "s.jpg", "--algo", "reinforce"]))
