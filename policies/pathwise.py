@@ -127,7 +127,7 @@ class Pathwise:
         env.adopt(self.policy)
         scales = env.clip.scales
         logs: list[dict[str, float]] = []
-        pending: list[dict[str, float]] = []  # normalised terms of the frames whose gradients are accumulated
+        pending: list[dict[str, float]] = []  # the loss's terms of the frames whose gradients are accumulated
         self.optimizer.zero_grad(set_to_none=True)
         obs, done = env.reset(), False
         while not done:
@@ -135,17 +135,18 @@ class Pathwise:
             obs, terms, long_term, step = env.step_through(delta)
             done = step.done
             temporal = terms.temporal / scales.temporal
-            normalised = {**self._constrained(terms, step, scales),
+            # the loss's terms: the normalised temporal term and the constrained values (``_constrained``)
+            loss_terms = {**self._constrained(terms, step, scales),
                           "temporal": temporal if long_term is None else (temporal + long_term) / 2}
             weights = self.multipliers()
-            loss = (normalised["temporal"] + sum(weights[k] * normalised[k] for k in CONSTRAINED_TERMS)).sum()
+            loss = (loss_terms["temporal"] + sum(weights[k] * loss_terms[k] for k in CONSTRAINED_TERMS)).sum()
             loss = loss / (1 + sum(weights.values()))
             if not torch.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 raise FloatingPointError(f"non-finite loss at frame {step.t} of clip {env.clip.name}; "
                                          "the step was stopped and the policy left unchanged")
             (loss / self.config.accumulate).backward()
-            pending.append({k: v.item() for k, v in normalised.items()})
+            pending.append({k: v.item() for k, v in loss_terms.items()})
             self.transitions += 1
             logs.append({**step.scalars(), "loss": loss.item(), **{f"multiplier_{k}": v for k, v in weights.items()},
                          **({} if long_term is None else {"long_term_temporal": long_term.item()})})
