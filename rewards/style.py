@@ -25,13 +25,42 @@ STYLE_LAYERS: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 CONTENT_LAYER = "relu2_2"
 
 
+class _Gram(torch.autograd.Function):
+    """G = scale * F F^T for F (N,C,P), with the gradient (dG + dG^T) F * scale in one product.
+
+    Autograd's own gradient of ``F @ F.transpose(1, 2)`` takes two products and adds a (N,C,P) tensor to a
+    transposed one; at relu1_2 of a 256-px frame (P = 65536) that strided add alone costs more than both
+    products on the CPU. The gradient comes back in the memory layout of F (channels-last features give a
+    channels-last gradient, so the VGG backward needs no layout conversion). The backward is built from
+    differentiable operations, so higher-order gradients work.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(flat)
+        ctx.scale = scale
+        return torch.bmm(flat, flat.transpose(1, 2)) * scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (flat,) = ctx.saved_tensors
+        symmetric = (grad + grad.transpose(1, 2)) * ctx.scale
+        if flat.stride(1) == 1:  # F is a transposed view of (N,P,C) memory: channels-last features
+            return torch.bmm(flat.transpose(1, 2), symmetric).transpose(1, 2), None
+        return torch.bmm(symmetric, flat), None
+
+
 def gram_matrix(features: Tensor) -> Tensor:
-    """Gram matrices (N,C,C) of ``features`` (N,C,H,W), normalised by C*H*W."""
+    """Gram matrices (N,C,C) of ``features`` (N,C,H,W), normalised by C*H*W; contiguous or channels-last
+    features are read in place."""
     if features.ndim != 4:
         raise ValueError(f"gram_matrix expects features (N,C,H,W), got {tuple(features.shape)}")
     n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    if features.is_contiguous():
+        flat = features.reshape(n, c, h * w)
+    else:  # (N,H,W,C) memory, e.g. channels-last: a view, no copy
+        flat = features.permute(0, 2, 3, 1).reshape(n, h * w, c).transpose(1, 2)
+    return _Gram.apply(flat, 1.0 / (c * h * w))
 
 
 def resize_longer_side(image: Tensor, size: int) -> Tensor:

@@ -5,7 +5,9 @@ convolutions and matmuls run in bf16, results come back in the caller's dtype.
 On a CPU with native bf16 (AVX512-BF16 or AMX; oneDNN) TAEF2 runs about 2.3x
 faster at 256 px, and its round trip is as good as fp32 (PSNR within 0.1 dB on
 the shared photos; bf16 vs fp32 output 52-55 dB apart). ``"auto"`` picks bf16
-where the hardware runs it natively and fp32 elsewhere.
+where the hardware runs it natively and fp32 elsewhere. ``rewards.vgg`` runs
+its bf16 on a bf16 channels-last copy of its layers instead of under autocast
+(faster there, the same numbers).
 """
 
 from __future__ import annotations

@@ -116,6 +116,44 @@ def test_gram_matrix_by_hand():
         gram_matrix(torch.zeros(2, 3, 4))
 
 
+@pytest.mark.fast
+def test_gram_matrix_gradient_in_both_memory_layouts():
+    """The hand-written backward (one product) is the exact gradient, for contiguous and channels-last features,
+    and returns the gradient in the features' own layout."""
+    feats = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = feats.clone(memory_format=layout).requires_grad_(True)
+        assert torch.autograd.gradcheck(gram_matrix, (x,))
+        weights = torch.randn(2, 3, 3, dtype=torch.float64)
+        (gram_matrix(x) * weights).sum().backward()
+        reference = x.detach().clone().requires_grad_(True)
+        flat = reference.reshape(2, 3, 20)
+        (flat @ flat.transpose(1, 2) / 60 * weights).sum().backward()
+        torch.testing.assert_close(x.grad, reference.grad)
+        assert x.grad.is_contiguous(memory_format=layout)
+
+
+def test_bf16_vgg_matches_fp32_on_real_images(vgg, starry, data_dir):
+    """precision='bf16' (a bf16 channels-last copy of the layers) keeps the Gram style loss within 1% of fp32 and
+    its input gradient pointing the same way, on real photos at 128 px (measured: losses -0.3% / -0.2%, gradient
+    cosine 0.979, the same figures as bf16 autocast over the fp32 layers gave)."""
+    photos = torch.cat([load_rgb(data_dir / "photos" / name, (128, 128)) for name in ("astronaut.png", "coffee.png")])
+    fast = VGG16Features(precision="bf16")
+    assert fast.precision == "bf16"
+    scores, grads = [], []
+    for extractor in (vgg, fast):
+        x = photos.clone().requires_grad_(True)
+        loss = GramStyleLoss(extractor, starry, style_size=128)(x)
+        loss.sum().backward()
+        scores.append(loss.detach())
+        grads.append(x.grad.flatten())
+    torch.testing.assert_close(scores[1], scores[0], rtol=0.01, atol=0.0)
+    assert not torch.equal(scores[1], scores[0]), "bf16 must actually change the computation"
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.97
+    features = fast(photos)
+    assert all(f.dtype == torch.float32 for f in features.values())
+
+
 def test_style_loss_of_the_style_image_is_zero(vgg, starry):
     loss = GramStyleLoss(vgg, starry)
     assert max(loss.style_image.shape[-2:]) == 256  # style_size default: longer side 256 px
