@@ -26,15 +26,15 @@ minimises
 and after each optimiser step the multipliers rise while their term is above its target and fall
 below it: log lambda_k += multiplier_lr * (mean of the term_k since the last step - target_k), clamped.
 
-That is ``constraint="mean"``. A constraint on the mean lets the policy trade: frames, clips and styles whose style it keeps below the target
-pay for others above it (on the 4 training clips and 5 styles of the shipped recipe, Composition VII ended at
-0.80-0.88x the baseline's Gram loss while Starry Night and Mondrian ended at 1.05-1.14x), and the footage where
-it overspends is the footage it has not seen. ``constraint="frame"`` holds every frame instead: its terms
-are the excess of the frame over its own baseline frame, h_k = max(0, term_k / baseline term_k - target_k),
-each weighted by lambda_k in the loss, and lambda_k rises while the mean excess is above ``constraint_tolerance``.
-It is the default: over three seeds on the test clips (256 px, 24 frames) it cut Starry Night's Gram loss from
-+20% to +5% of the baseline's at about the same flicker (-68% against -70%), and the seeds' spread from
-+5..+41% to -3..+15% (README, "Does the learned policy help?").
+That is ``constraint="mean"``. A constraint on the mean lets the policy trade: frames, clips and styles whose
+style it keeps below the target pay for others above it (on the 4 training clips and 5 styles of the shipped
+recipe, Composition VII ended at 0.80-0.88x the baseline's Gram loss while Starry Night and Mondrian ended at
+1.05-1.14x), and the footage where it overspends is the footage it has not seen. ``constraint="frame"`` holds
+every frame instead: its terms are the excess of the frame over its own baseline frame, h_k = max(0, term_k /
+baseline term_k - target_k), each weighted by lambda_k in the loss, and lambda_k rises while the mean excess is
+above ``constraint_tolerance``. It is the default: over three seeds on the test clips (256 px, 24 frames) it cut
+Starry Night's Gram loss from +20% to +5% of the baseline's at about the same flicker (-68% against -70%), and
+the seeds' spread from +5..+41% to -3..+15% (README, "Does the learned policy help?").
 
 Update (``Pathwise.train_episode``), one episode = one clip window in frame order: the policy's mean
 delta_t for obs_t, S_t = decode(L_t + delta_t), terms against the previous output S_{t-1} (held fixed: a
