@@ -21,8 +21,10 @@ from pipeline.io.images import resize_to_width, restore_size
 from pipeline.io.video import iter_video_chunks, open_writer, video_info
 from pipeline.keyframes import keyframe_indices, propagate
 from pipeline.latents.cache import LatentCache
+from pipeline.latents.codecs import LatentCodec, load_warp_codec
 from pipeline.latents.stylizers.base import Stylizer
 from pipeline.scenes import scene_cuts
+from policies.observations import warps_pixels
 from policies.rollout import RolloutState, apply_policy_to_chunk
 
 MAX_DEFAULT_WIDTH = 512
@@ -68,6 +70,9 @@ class StylizationPipeline:
     cache: where baseline latents are kept; None computes them without caching.
     flow_model: the content-flow estimator of a policy with flow observations, the one it was trained with
     (``policy.observation_flow``, built by ``rewards.flow.build_flow_model``).
+    warp_codec: for a policy whose observation warps in pixels, the codec that decodes its outputs and re-encodes
+    the warp (default: ``pipeline.latents.codecs.load_warp_codec`` of the stylizer's codec and the policy's
+    ``warp_encoder``: the same decoder, the encoder the policy was trained with).
     chunk_size: frames held in memory at once when streaming a video.
     keyframes: K > 1 runs the stylizer on keyframes only (every K-th frame, scene cuts, chunk ends) and
     propagates them along the content flow of ``keyframe_flow`` (a model with ``RAFTFlow``'s call, e.g.
@@ -85,6 +90,7 @@ class StylizationPipeline:
         chunk_size: int = 16,
         keyframes: int = 1,
         keyframe_flow: Any | None = None,
+        warp_codec: LatentCodec | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -100,6 +106,10 @@ class StylizationPipeline:
         self.chunk_size = chunk_size
         self.keyframes = keyframes
         self.keyframe_flow = keyframe_flow
+        pixel_warp = policy is not None and policy.observation == "flow" and warps_pixels(policy.flow_warp)
+        if warp_codec is None and pixel_warp:
+            warp_codec = load_warp_codec(self.codec, policy.warp_encoder)
+        self.warp_codec = warp_codec or self.codec
 
     def baseline_latents(self, frames: Tensor, style_image: Tensor) -> Tensor:
         """Per-frame stylized latents (T,C,H/8,W/8) of frames (T,3,H,W), cached when a cache is set."""
@@ -158,7 +168,7 @@ class StylizationPipeline:
             if start in cuts:
                 rollout = None  # a new scene: start the temporal state afresh
             part, rollout = apply_policy_to_chunk(self.policy, latents[start:stop], frames[start:stop], rollout,
-                                                  flow_model=self.flow_model, codec=self.codec)
+                                                  flow_model=self.flow_model, codec=self.warp_codec)
             parts.append(part)
             decoded.append(rollout.decoded)
         baseline = images if decode_baseline else None

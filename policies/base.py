@@ -47,8 +47,8 @@ class Policy(PretrainedMixin, nn.Module):
     """A residual-latent policy.
 
     Subclasses set the class attributes ``kind`` (registry name) and
-    ``config_class`` (a dataclass with at least ``observation``,
-    ``latent_channels``, ``flow_warp`` and ``observation_flow`` fields), take the config as the only constructor
+    ``config_class`` (a dataclass with at least ``observation``, ``latent_channels``, ``flow_warp``,
+    ``observation_flow`` and ``warp_encoder`` fields), take the config as the only constructor
     argument, and implement ``act``. ``save_pretrained(folder)`` writes a model folder;
     ``Policy.from_pretrained`` (or ``load_policy``) rebuilds any registered kind, a subclass's only its own.
     """
@@ -81,6 +81,12 @@ class Policy(PretrainedMixin, nn.Module):
     def flow_warp(self) -> str:
         """How the ``flow`` observation's warped previous output W_t is built (``policies.observations.FLOW_WARPS``)."""
         return self.config.flow_warp
+
+    @property
+    def warp_encoder(self) -> str:
+        """The encoder of a pixel ``flow_warp``'s re-encodes (``pipeline.latents.codecs.WARP_ENCODERS``), in training
+        and at inference alike."""
+        return self.config.warp_encoder
 
     def act(self, obs: Tensor, deterministic: bool = True) -> Tensor:
         """Residual delta (N, C, h, w) for observations ``obs`` (N, Cobs, h, w).

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pipeline.latents.codecs import load_warp_codec
 from policies.observations import (
     DEFAULT_OBSERVATION_FLOW,
     LatentFlows,
@@ -228,16 +229,20 @@ class LatentStyleEnv:
     algorithms that backpropagate through the reward.
     ``flow_warp``: how the ``flow`` observation warps the previous output
     (``policies.observations.FLOW_WARPS``); ``adopt(policy)``
-    takes the policy's own setting (``run_episode`` and REINFORCE call it).
+    takes the policy's own setting (``run_episode`` and REINFORCE call it), and for a pixel warp the codec of
+    its ``warp_encoder`` (``pipeline.latents.codecs.load_warp_codec``) unless ``warp_codec`` is given.
     """
 
     def __init__(
-        self, clip: ClipData, codec, reward: StyleContentTemporalReward, observation: str, flow_warp: str = "latent"
+        self, clip: ClipData, codec, reward: StyleContentTemporalReward, observation: str, flow_warp: str = "latent",
+        warp_codec=None,
     ) -> None:
         if clip.latent_channels != codec.latent_channels:
             raise ValueError(f"clip latents have {clip.latent_channels} channels, the codec {codec.latent_channels}")
         self.clip = clip
         self.codec = codec
+        self.warp_codec = warp_codec or codec  # re-encodes a pixel-warp observation
+        self._fixed_warp_codec = warp_codec is not None  # else ``adopt`` takes the policy's
         self.reward = reward
         self.observation = observation
         self.observation_channels = observation_channels(observation, clip.latent_channels)
@@ -259,6 +264,8 @@ class LatentStyleEnv:
             raise ValueError(f"the policy reads {policy.observation_flow} flows but clip {self.clip.name!r} was "
                              f"prepared with {self.clip.observation_flow} flows (prepare_clip(observation_flow=...))")
         self.flow_warp = check_flow_warp(policy.flow_warp)
+        if not self._fixed_warp_codec and warps_pixels(self.flow_warp):
+            self.warp_codec = load_warp_codec(self.codec, policy.warp_encoder)
         return self
 
     def _observe(self) -> Tensor:
@@ -266,7 +273,7 @@ class LatentStyleEnv:
         warped = None
         if self.observation == "flow" and warps_pixels(self.flow_warp) and t > 0 and self._prev_frame is not None:
             with torch.no_grad():
-                warped = pixel_warped_latent(self.codec, self._prev_frame, self.clip.observed_flows.flow_bwd[t - 1 : t],
+                warped = pixel_warped_latent(self.warp_codec, self._prev_frame, self.clip.observed_flows.flow_bwd[t - 1 : t],
                                              self._state.prev_output, flow_warp=self.flow_warp)
         return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state,
                        self.clip.latent_flows[t : t + 1], warped)

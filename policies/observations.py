@@ -26,6 +26,10 @@ three ways (``FLOW_WARPS``), chosen by the policy (``flow_warp`` of its config):
   (256 px, Starry Night, no new stylization where the flow is reliable) tripled the Gram style loss with the
   bilinear warp (x3.1) and raised it by 16% with the two-band one.
 
+The encodes of the pixel warps are made by the policy's ``warp_encoder`` (``warp_encoder_field``): by default
+(``auto``) TAEF2's distilled light encoder on TAEF2 latents, the codec's own encoder on others
+(``pipeline.latents.codecs.load_warp_codec``).
+
 Flows follow ``docs/conventions.md``: pixels, ch0 = x right, ch1 = y down; backward warp
 warp(x, f)(p) = x(p + f(p)) (``rewards.warp.backward_warp``).
 """
@@ -39,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.latents.codecs import WARP_ENCODERS
 from policies.base import check_observation_kind
 from rewards.flow import FLOW_ESTIMATORS, check_flow_estimator
 from rewards.warp import backward_warp, detail_preserving_warp, resize_flow
@@ -55,6 +60,14 @@ def observation_flow_field() -> Any:
     return field(default=DEFAULT_OBSERVATION_FLOW, metadata={
         "choices": FLOW_ESTIMATORS, "help": "content-flow estimator of the flow observation, in training and at "
                                             "inference (dis: OpenCV DIS; raft: RAFT-small)"})
+
+
+def warp_encoder_field() -> Any:
+    """The ``warp_encoder`` field every policy config has (a dataclass field with its CLI help)."""
+    return field(default="auto", metadata={
+        "choices": WARP_ENCODERS, "help": "pixel flow warps: the encoder of their two encodes a frame, in training and "
+                                          "at inference (auto: on TAEF2 latents the light one distilled from TAEF2's, "
+                                          "4.5x faster, else the codec's; codec: the codec's own)"})
 
 
 def check_observation_flow(name: str) -> str:

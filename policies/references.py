@@ -12,12 +12,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from pipeline.latents.codecs import check_warp_encoder
 from policies.base import Policy, register_policy
 from policies.observations import (
     check_flow_warp,
     check_observation_flow,
     observation_channels,
     observation_flow_field,
+    warp_encoder_field,
 )
 
 
@@ -33,6 +35,7 @@ class IdentityConfig:
     observation: str = "pair"
     flow_warp: str = "latent"
     observation_flow: str = observation_flow_field()
+    warp_encoder: str = warp_encoder_field()
 
 
 @register_policy
@@ -54,10 +57,12 @@ class FlowBlendConfig:
     observation: str = "flow"
     flow_warp: str = "latent"
     observation_flow: str = observation_flow_field()
+    warp_encoder: str = warp_encoder_field()
 
     def __post_init__(self) -> None:
         check_flow_warp(self.flow_warp)
         check_observation_flow(self.observation_flow)
+        check_warp_encoder(self.warp_encoder)
         if self.observation != "flow":
             raise ValueError("FlowBlendPolicy reads the 'flow' observation")
         if not 0.0 <= self.factor <= 1.0:

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from pipeline.latents.codecs import check_warp_encoder
 from policies.base import Policy, check_observation_kind, register_policy
 from policies.observations import (
     FLOW_WARPS,
@@ -58,6 +59,7 @@ from policies.observations import (
     check_observation_flow,
     observation_channels,
     observation_flow_field,
+    warp_encoder_field,
 )
 from policies.parallel import mean_over_processes, synchronized_step
 
@@ -91,6 +93,7 @@ class ReinforcePolicyConfig:
                                        "(decode, warp, re-encode) bilinearly (pixel) or in two bands that keep the "
                                        "strokes crisp (detail)"})
     observation_flow: str = observation_flow_field()
+    warp_encoder: str = warp_encoder_field()
 
     def __post_init__(self) -> None:
         if self.head is None:
@@ -103,6 +106,7 @@ class ReinforcePolicyConfig:
             raise ValueError(f"init_alpha must be in (0,1), got {self.init_alpha}")
         check_flow_warp(self.flow_warp)
         check_observation_flow(self.observation_flow)
+        check_warp_encoder(self.warp_encoder)
 
 
 def conv_norm_relu(cin: int, cout: int) -> nn.Sequential:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.latents.codecs import check_warp_encoder
 from policies.base import check_observation_kind
 from policies.observations import (
     FLOW_WARPS,
@@ -44,6 +45,7 @@ from policies.observations import (
     check_observation_flow,
     observation_channels,
     observation_flow_field,
+    warp_encoder_field,
 )
 from policies.reinforce import ResidualBlock, conv_norm_relu
 
@@ -71,11 +73,13 @@ class SACPolicyConfig:
         "choices": FLOW_WARPS, "help": "flow observations: warp the previous output in latent space or in pixels "
                                        "(pixel: bilinear, detail: two bands)"})
     observation_flow: str = observation_flow_field()
+    warp_encoder: str = warp_encoder_field()
 
     def __post_init__(self) -> None:
         check_observation_kind(self.observation)
         check_flow_warp(self.flow_warp)
         check_observation_flow(self.observation_flow)
+        check_warp_encoder(self.warp_encoder)
         for name in ("latent_channels", "hidden", "plan_channels", "plan_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SACPolicyConfig.{name} must be a positive integer, got {getattr(self, name)}")

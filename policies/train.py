@@ -45,7 +45,7 @@ from pipeline.io.precision import PRECISIONS, check_precision
 from pipeline.io.run_files import RunFolder
 from pipeline.io.video import list_videos, read_video
 from pipeline.latents.cache import LatentCache
-from pipeline.latents.codecs import CODEC_NAMES
+from pipeline.latents.codecs import CODEC_NAMES, load_warp_codec
 from pipeline.latents.stylizers import STYLIZERS, build_latent_space, resolve_codec, stylizer_config_class
 from policies.base import ALGORITHM_MODULES, OBSERVATION_KINDS, algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
@@ -195,6 +195,7 @@ class Trainer:
         self.algorithm = make_algorithm(config.algo, config.obs, self.codec.latent_channels, **config.algo_options)
         self.algorithm.to(self.device)
         broadcast_module(self.algorithm.policy)
+        self.warp_codec = load_warp_codec(self.codec, self.algorithm.policy.warp_encoder)  # its pixel-warp encodes
         self.start_epoch, self.best = 0, None
         self.log = RunLog(self.folder, read=resume)
         if resume:
@@ -274,7 +275,7 @@ class Trainer:
         return {f"eval_{k}": mean_over_processes(v) for k, v in _mean_rows(rows).items()}
 
     def _env(self, clip: ClipData) -> LatentStyleEnv:
-        return LatentStyleEnv(clip, self.codec, self.rewards[clip.style], self.config.obs)
+        return LatentStyleEnv(clip, self.codec, self.rewards[clip.style], self.config.obs, warp_codec=self.warp_codec)
 
     def run(self) -> dict[str, Any]:
         """Train from the start epoch to ``config.epochs``; returns a summary of the last epoch."""

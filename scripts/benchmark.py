@@ -43,6 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.evaluation.profiling import (  # noqa: E402
+    ROLLOUT_DECODES,
     alternating_medians,
     device_label,
     looped_clips_in_fresh_processes,
@@ -61,7 +62,7 @@ from pipeline.latents.stylizers import build_latent_space, build_stylizer  # noq
 from pipeline.methods import Components, LatentMethod, load_method, stylize_file  # noqa: E402
 from policies.base import ALGORITHM_MODULES, make_algorithm  # noqa: E402
 from policies.env import LatentStyleEnv, prepare_clip, score_frames  # noqa: E402
-from policies.observations import pixel_warped_latent  # noqa: E402
+from policies.observations import pixel_warped_latent, warps_pixels  # noqa: E402
 from rewards.flow import default_flow_model  # noqa: E402
 from rewards.reward import build_reward  # noqa: E402
 from scripts._cli import run_cli  # noqa: E402
@@ -144,9 +145,12 @@ def load_methods(args: argparse.Namespace) -> tuple[LatentMethod, LatentMethod]:
 
 
 def describe(method: LatentMethod) -> str:
-    """The policy of a method in a title: kind, observation, warp and the content-flow estimator it runs with."""
-    policy = method.pipeline.policy
+    """The policy of a method in a title: kind, observation, warp (and its encoder) and the content-flow estimator
+    it runs with."""
+    policy, warp_codec = method.pipeline.policy, method.pipeline.warp_codec
     warp = f", {policy.flow_warp} warp" if policy.observation == "flow" else ""
+    if policy.observation == "flow" and warps_pixels(policy.flow_warp):
+        warp += f" re-encoded by {warp_codec.model_id}"
     return (f"{policy.kind} policy ({policy.observation} observation{warp}), content flow "
             f"{model_label(method.pipeline.flow_model)}")
 
@@ -185,11 +189,14 @@ def print_inference(results: list[dict[str, object]], title: str) -> None:
                          "(file: with video decode and encode)")
     names = list(results[0]["stages"])
     baseline_stages = names[:2]  # stylize and decode
+    # what the policy pipeline runs: not the comparison rows, nor the decode where its rollout decodes every output
+    policy_stages = [n for n in names if "instead" not in n and not (n == "decode" and ROLLOUT_DECODES in names)]
     rows = [{"stage": name, **{r["size"]: _num(r["stages"][name]) for r in results}} for name in names]
     rows += [
         {"stage": "sum: baseline stages", **{r["size"]: _num(sum(r["stages"][n] for n in baseline_stages))
                                              for r in results}},
-        {"stage": "sum: policy pipeline stages", **{r["size"]: _num(sum(r["stages"].values())) for r in results}},
+        {"stage": "sum: policy pipeline stages", **{r["size"]: _num(sum(r["stages"][n] for n in policy_stages))
+                                                    for r in results}},
         {"stage": "measured: baseline", **{r["size"]: _num(1000 * r["baseline_s"]) for r in results}},
         {"stage": "measured: policy pipeline", **{r["size"]: _num(1000 * r["policy_s"]) for r in results}},
     ]
@@ -253,7 +260,7 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
     # the parts of one transition of the default agent (pathwise) at frame 1, each timed alone, and the
     # differentiable part with BATCH windows' frames in one call (per frame), to show what batching would buy
     policy = make_algorithm("pathwise", "flow", codec.latent_channels).policy.to(device)
-    env = LatentStyleEnv(clip, codec, reward, "flow").adopt(policy)
+    env = LatentStyleEnv(clip, codec, reward, "flow").adopt(policy)  # with the policy's warp encoder
     env.reset()
     obs, _ = env.step(torch.zeros_like(clip.baseline_latents[:1]))
 
@@ -273,7 +280,7 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
              seconds_per_call(lambda: through_reward(BATCH), args.repeats) / BATCH]
     with torch.no_grad():
         parts.append(seconds_per_call(lambda: pixel_warped_latent(
-            codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1], clip.baseline_latents[:1]), args.repeats))
+            env.warp_codec, clip.baseline_frames[:1], clip.flows.flow_bwd[:1], clip.baseline_latents[:1]), args.repeats))
     parts.append(seconds_per_call(policy_step, args.repeats))
     names = ("decode + reward, forward and backward", f"the same per frame, {BATCH} frames in one call",
              "pixel-warp observation (2 encodes)", "policy fwd+bwd")

@@ -128,6 +128,8 @@ def model_label(model: nn.Module | None) -> str:
     return "none" if model is None else getattr(model, "name", type(model).__name__)
 
 
+ROLLOUT_DECODES = "rollout decodes (1 a frame)"  # the stage name of a pixel-warp policy's per-frame decodes
+
 @torch.no_grad()
 def pipeline_stages(pipeline: StylizationPipeline, frames: Tensor, style: Tensor) -> dict[str, Callable[[], object]]:
     """The stages of ``pipeline.stylize_chunk`` on one chunk ``frames`` (T,3,H,W) with ``style``, each as a
@@ -136,10 +138,12 @@ def pipeline_stages(pipeline: StylizationPipeline, frames: Tensor, style: Tensor
     - ``stylize``: encode + the per-frame stylizer; ``decode``: the codec's decode of the chunk;
     - with a flow-observation policy, ``content flow``: both directions, occlusion masks, latent-size flows;
     - with a policy, ``policy network``: one action per frame (batch 1, as the rollout acts);
-    - with the pixel flow warp, ``pixel warp``: the warped previous output re-encoded (2 encodes a frame), and
+    - with the pixel flow warp, ``pixel warp``: the warped previous output re-encoded (2 encodes a frame, by the
+      pipeline's ``warp_codec``; where that is not the codec, also by the codec's own encoder, for comparison), and
       ``rollout decodes``: each output decoded alone for the next frame's warp.
     """
     stylizer, codec, policy, flow_model = pipeline.stylizer, pipeline.codec, pipeline.policy, pipeline.flow_model
+    warp_codec = pipeline.warp_codec
     latents = stylizer.stylize(frames, style)
     stages: dict[str, Callable[[], object]] = {
         f"stylize (encode + {stylizer.name})": lambda: stylizer.stylize(frames, style),
@@ -164,11 +168,13 @@ def pipeline_stages(pipeline: StylizationPipeline, frames: Tensor, style: Tensor
     stages["policy network"] = lambda: [policy.act(obs, deterministic=True) for obs in observations]
     if pixel is not None and warps_pixels(policy.flow_warp):
         decoded = codec.decode(latents)
-        stages["pixel warp (2 encodes a frame)"] = lambda: [
-            pixel_warped_latent(codec, decoded[t - 1 : t], pixel.flow_bwd[t - 1 : t], latents[t - 1 : t],
-                                flow_warp=policy.flow_warp)
-            for t in range(1, count)]
-        stages["rollout decodes (1 a frame)"] = lambda: [codec.decode(latents[t : t + 1]) for t in range(count)]
+        encoders = {"": warp_codec} if warp_codec is codec else {"": warp_codec, ", the codec's encoder instead": codec}
+        for label, encoder in encoders.items():
+            stages[f"pixel warp (2 encodes a frame{label})"] = lambda encoder=encoder: [
+                pixel_warped_latent(encoder, decoded[t - 1 : t], pixel.flow_bwd[t - 1 : t], latents[t - 1 : t],
+                                    flow_warp=policy.flow_warp)
+                for t in range(1, count)]
+        stages[ROLLOUT_DECODES] = lambda: [codec.decode(latents[t : t + 1]) for t in range(count)]
     return stages
 
 

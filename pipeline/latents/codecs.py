@@ -14,6 +14,10 @@ Codecs (``load_codec`` names):
 
 The two diffusers codecs load from a local folder or the Hugging Face hub
 (cache); ``WeightsNotFoundError`` says how to supply a folder when neither works.
+
+``load_warp_codec``: the codec that re-encodes the warped frames of a policy's pixel-warp observation
+(``WARP_ENCODERS``): the codec itself, or TAEF2 with the light encoder distilled from its own
+(``taef2-lite``, shipped in ``pipeline/latents/pretrained/``; ``pipeline.latents.distill``).
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ from torch import Tensor, nn
 
 from pipeline.io.precision import Precision, autocast, resolve_precision
 from pipeline.io.weights import WeightsNotFoundError
-from pipeline.latents.taef2 import load_taef2
+from pipeline.latents.taef2 import TAEF2Decoder, TAEF2Encoder, load_taef2
 
 CODEC_NAMES = ("taef2", "taesd", "sd-vae")
 DIFFUSERS_CLASSES = {"taesd": "AutoencoderTiny", "sd-vae": "AutoencoderKL"}
 DEFAULT_HUB_MODELS = {"taesd": "madebyollin/taesd", "sd-vae": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+TAEF2_MODEL_ID = "madebyollin/taesd:taef2"
+WARP_ENCODERS = ("auto", "codec", "taef2-lite")  # what re-encodes the pixel-warp observation (load_warp_codec)
+LITE_ENCODER_DIR = Path(__file__).parent / "pretrained" / "taef2-lite"  # the shipped distilled encoder
 
 
 class LatentCodec(nn.Module, ABC):
@@ -128,9 +135,9 @@ class TAEF2Codec(LatentCodec):
     (std ~0.85) are the unit space.
     """
 
-    def __init__(self, weights_dir: str | os.PathLike | None = None, batch_size: int = 2) -> None:
-        encoder, decoder = load_taef2(weights_dir)
-        super().__init__("taef2", encoder[-1].out_channels, "madebyollin/taesd:taef2", batch_size)
+    def __init__(self, encoder: TAEF2Encoder, decoder: TAEF2Decoder, model_id: str = TAEF2_MODEL_ID,
+                 batch_size: int = 2) -> None:
+        super().__init__("taef2", encoder[-1].out_channels, model_id, batch_size)
         # channels-last convolutions: ~20% faster on the CPU (256 px: 255 -> 200 ms encode per frame)
         self.encoder = encoder.to(memory_format=torch.channels_last)
         self.decoder = decoder.to(memory_format=torch.channels_last)
@@ -250,7 +257,7 @@ def load_codec(
     if name == "taef2":
         if isinstance(model, nn.Module):
             raise ValueError("taef2 takes a weights folder as model, not a module")
-        codec: LatentCodec = TAEF2Codec(model, batch_size=batch_size)
+        codec: LatentCodec = TAEF2Codec(*load_taef2(model), batch_size=batch_size)
     elif isinstance(model, nn.Module):
         codec = DiffusersCodec(model, name=name, batch_size=batch_size)
         if codec.kind != name:
@@ -264,3 +271,33 @@ def load_codec(
     codec = codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
     codec.precision = resolved if dtype == torch.float32 else "fp32"
     return codec
+
+
+def check_warp_encoder(name: str) -> str:
+    if name not in WARP_ENCODERS:
+        raise ValueError(f"unknown warp encoder {name!r}; choose one of {', '.join(WARP_ENCODERS)}")
+    return name
+
+
+def load_warp_codec(codec: LatentCodec, warp_encoder: str = "codec",
+                    folder: str | os.PathLike = LITE_ENCODER_DIR) -> LatentCodec:
+    """The codec whose ``encode`` re-encodes the warped frames of the pixel-warp observation.
+
+    ``"codec"``: ``codec`` itself. ``"auto"``: ``"taef2-lite"`` for a TAEF2 codec, else ``codec``. ``"taef2-lite"`` (TAEF2 codecs only): a TAEF2 codec with the light encoder
+    saved in ``folder`` (``pipeline.latents.taef2.TAEF2_LITE``, distilled from TAEF2's) and ``codec``'s own
+    decoder, on its device and precision. The observation re-encodes a warped previous output and that output
+    and keeps their difference, so the light encoder's own error largely cancels (see ``LITE_ENCODER_DIR``'s
+    MODEL_CARD.md for what it changes in a policy's results).
+    """
+    if check_warp_encoder(warp_encoder) == "auto":
+        warp_encoder = "taef2-lite" if isinstance(codec, TAEF2Codec) else "codec"
+    if warp_encoder == "codec":
+        return codec
+    if not isinstance(codec, TAEF2Codec):
+        raise ValueError(f"the {warp_encoder} warp encoder is distilled from TAEF2's; codec {codec.name} has its own "
+                         "latent space (use warp encoder 'codec')")
+    encoder = TAEF2Encoder.from_pretrained(folder)
+    lite = TAEF2Codec(encoder, codec.decoder, f"{TAEF2_MODEL_ID}+{warp_encoder}", codec.batch_size)
+    lite = lite.to(device=codec.device, dtype=codec.dtype).eval().requires_grad_(False)
+    lite.precision = codec.precision
+    return lite

@@ -34,12 +34,18 @@ def test_quick_run_prints_fps_stages_and_memory(capsys: pytest.CaptureFixture[st
     values = {key: float(value) for key, value in speed.items() if key != "size"}
     assert all(value > 0 for value in values.values())
     assert values["policy / baseline fps"] == pytest.approx(values["policy fps"] / values["baseline fps"], rel=0.01)
-    assert "reinforce policy (flow observation, pixel warp), content flow " in output  # the shipped policy
+    # the shipped policy, its pixel warp re-encoded by the light encoder (pipeline.latents.codecs.load_warp_codec)
+    assert "reinforce policy (flow observation, pixel warp re-encoded by madebyollin/taesd:taef2+taef2-lite), " \
+           "content flow " in output
 
     stages = {row["stage"]: float(row["128x128"]) for row in table_rows(output, "2. ms per frame of each stage")}
     flow_stage = next(name for name in stages if name.startswith("content flow ("))
     assert {"stylize (encode + latent-wct)", "decode", "policy network", "pixel warp (2 encodes a frame)",
-            "rollout decodes (1 a frame)", "measured: baseline", "measured: policy pipeline"} <= set(stages)
+            "pixel warp (2 encodes a frame, the codec's encoder instead)", "rollout decodes (1 a frame)",
+            "measured: baseline", "measured: policy pipeline"} <= set(stages)
+    policy_sum = sum(v for k, v in stages.items() if k in {"stylize (encode + latent-wct)", flow_stage, "policy network",
+                                                           "pixel warp (2 encodes a frame)", "rollout decodes (1 a frame)"})
+    assert stages["sum: policy pipeline stages"] == pytest.approx(policy_sum, rel=0.01)  # not the decode, nor the comparison
     assert flow_stage.removeprefix("content flow (").removesuffix(")") in output.split("content flow ")[1]
     assert all(value > 0 for value in stages.values())
 

@@ -121,8 +121,8 @@ def test_default_flags_build_the_documented_default_agent() -> None:
                                                                     str(Path("runs/s-pathwise-flow-s0")))
     assert (config.size, config.max_frames, config.epochs) == (256, 24, 2)
     agent = make_algorithm(config.algo, config.obs, 16, **config.algo_options)
-    documented = {"head": "blend", "flow_warp": "pixel", "observation_flow": "dis", "init_alpha": 0.7,
-                  "input_skip": True, "init_gate": 0.0}
+    documented = {"head": "blend", "flow_warp": "pixel", "observation_flow": "dis", "warp_encoder": "auto",
+                  "init_alpha": 0.7, "input_skip": True, "init_gate": 0.0}
     assert documented.items() <= dataclasses.asdict(agent.policy.config).items()
     assert agent.config == PathwiseConfig(lr=3e-4, accumulate=4, max_grad_norm=10.0, style_target=1.0,
                                           content_target=0.9, multiplier_lr=0.05, init_multiplier=1.0,
