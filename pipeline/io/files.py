@@ -91,6 +91,13 @@ def atomic_output(path: PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def new_file_mode() -> int:
+    """The permission bits a file created with ``open`` gets under this process's umask (0o644 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_torch_atomic(obj: object, path: PathLike) -> None:
     """``torch.save(obj, path)``, atomically."""
     with atomic_output(path, suffix=".pt") as tmp:

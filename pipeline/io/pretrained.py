@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from pipeline.io.files import atomic_output, write_json
+from pipeline.io.files import atomic_output, new_file_mode, write_json
 
 PathLike = str | os.PathLike
 CONFIG_FILE = "config.json"
@@ -68,6 +68,7 @@ def save_model_folder(folder: PathLike, format: str, kind: str, module: str, con
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_output(folder / WEIGHTS_FILE, ".safetensors") as tmp:
         save_file(tensors, str(tmp))
+        os.chmod(tmp, new_file_mode())  # safetensors creates its files readable by their owner only
     write_json(folder / CONFIG_FILE, {"format": format, "kind": kind, "module": module,
                                       "config": dataclasses.asdict(config), **extra})
     return folder

@@ -130,6 +130,8 @@ def test_save_and_load(tmp_path, clip):
             p.add_(0.01 * torch.randn_like(p))
     folder = policy.save_pretrained(tmp_path / "run" / "model", training={"epoch": 3})
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]  # no temporary files
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes  # as readable as any file the user writes
     loaded = load_policy(folder)
     assert isinstance(loaded, ReinforcePolicy) and loaded.config == policy.config and not loaded.training
     assert torch.equal(apply_policy(loaded, latents, clip["flows"])[0], apply_policy(policy, latents, clip["flows"])[0])
