@@ -24,7 +24,7 @@ from pipeline.latents.cache import LatentCache
 from pipeline.latents.codecs import LatentCodec, load_warp_codec
 from pipeline.latents.stylizers.base import Stylizer
 from pipeline.scenes import scene_cuts
-from policies.observations import warps_pixels
+from policies.observations import reads_pixel_warp
 from policies.rollout import RolloutState, apply_policy_to_chunk
 
 MAX_DEFAULT_WIDTH = 512
@@ -106,10 +106,10 @@ class StylizationPipeline:
         self.chunk_size = chunk_size
         self.keyframes = keyframes
         self.keyframe_flow = keyframe_flow
-        pixel_warp = policy is not None and policy.observation == "flow" and warps_pixels(policy.flow_warp)
-        if warp_codec is None and pixel_warp:
-            warp_codec = load_warp_codec(self.codec, policy.warp_encoder)
-        self.warp_codec = warp_codec or self.codec
+        if warp_codec is None:
+            pixel_warp = policy is not None and reads_pixel_warp(policy)
+            warp_codec = load_warp_codec(self.codec, policy.warp_encoder) if pixel_warp else self.codec
+        self.warp_codec = warp_codec
 
     def baseline_latents(self, frames: Tensor, style_image: Tensor) -> Tensor:
         """Per-frame stylized latents (T,C,H/8,W/8) of frames (T,3,H,W), cached when a cache is set."""

@@ -241,8 +241,8 @@ class LatentStyleEnv:
             raise ValueError(f"clip latents have {clip.latent_channels} channels, the codec {codec.latent_channels}")
         self.clip = clip
         self.codec = codec
-        self.warp_codec = warp_codec or codec  # re-encodes a pixel-warp observation
-        self._fixed_warp_codec = warp_codec is not None  # else ``adopt`` takes the policy's
+        self._given_warp_codec = warp_codec  # None: ``adopt`` takes the policy's
+        self.warp_codec = codec if warp_codec is None else warp_codec  # re-encodes a pixel-warp observation
         self.reward = reward
         self.observation = observation
         self.observation_channels = observation_channels(observation, clip.latent_channels)
@@ -264,7 +264,7 @@ class LatentStyleEnv:
             raise ValueError(f"the policy reads {policy.observation_flow} flows but clip {self.clip.name!r} was "
                              f"prepared with {self.clip.observation_flow} flows (prepare_clip(observation_flow=...))")
         self.flow_warp = check_flow_warp(policy.flow_warp)
-        if not self._fixed_warp_codec and warps_pixels(self.flow_warp):
+        if self._given_warp_codec is None and warps_pixels(self.flow_warp):
             self.warp_codec = load_warp_codec(self.codec, policy.warp_encoder)
         return self
 
@@ -273,8 +273,9 @@ class LatentStyleEnv:
         warped = None
         if self.observation == "flow" and warps_pixels(self.flow_warp) and t > 0 and self._prev_frame is not None:
             with torch.no_grad():
-                warped = pixel_warped_latent(self.warp_codec, self._prev_frame, self.clip.observed_flows.flow_bwd[t - 1 : t],
-                                             self._state.prev_output, flow_warp=self.flow_warp)
+                warped = pixel_warped_latent(self.warp_codec, self._prev_frame,
+                                             self.clip.observed_flows.flow_bwd[t - 1 : t], self._state.prev_output,
+                                             flow_warp=self.flow_warp)
         return observe(self.observation, self.clip.baseline_latents[t : t + 1], self._state,
                        self.clip.latent_flows[t : t + 1], warped)
 

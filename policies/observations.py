@@ -79,6 +79,12 @@ def warps_pixels(flow_warp: str) -> bool:
     return check_flow_warp(flow_warp) in PIXEL_FLOW_WARPS
 
 
+def reads_pixel_warp(policy) -> bool:
+    """Whether ``policy`` (a ``policies.base.Policy``) reads a ``flow`` observation built by a pixel warp: it needs
+    a warp codec (``pipeline.latents.codecs.load_warp_codec`` of its ``warp_encoder``) and full-resolution flows."""
+    return policy.observation == "flow" and warps_pixels(policy.flow_warp)
+
+
 def check_flow_warp(flow_warp: str) -> str:
     if flow_warp not in FLOW_WARPS:
         raise ValueError(f"unknown flow_warp {flow_warp!r}; choose one of {', '.join(FLOW_WARPS)}")

@@ -20,7 +20,7 @@ from policies.observations import (
     build_observation,
     latent_flows,
     pixel_warped_latent,
-    warps_pixels,
+    reads_pixel_warp,
 )
 from rewards.flow import flows_and_masks
 
@@ -120,7 +120,7 @@ def apply_policy(
         return baseline_latents.clone(), state
     if policy.observation == "flow" and latent_flows is None and (count > 1 or state.prev_output is not None):
         raise ValueError("a flow-observation policy needs latent_flows")
-    pixel = policy.observation == "flow" and warps_pixels(policy.flow_warp)
+    pixel = reads_pixel_warp(policy)
     if pixel and (codec is None or (pixel_flows is None and (count > 1 or state.prev_output is not None))):
         raise ValueError("the pixel flow warp needs the codec and the full-resolution pixel_flows")
     if pixel and pixel_flows is not None:

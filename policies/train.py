@@ -49,6 +49,7 @@ from pipeline.latents.codecs import CODEC_NAMES, load_warp_codec
 from pipeline.latents.stylizers import STYLIZERS, build_latent_space, resolve_codec, stylizer_config_class
 from policies.base import ALGORITHM_MODULES, OBSERVATION_KINDS, algorithm_module, check_observation_kind, make_algorithm
 from policies.env import ClipData, LatentStyleEnv, prepare_clip, run_episode
+from policies.observations import reads_pixel_warp
 from policies.parallel import broadcast_module, mean_over_processes
 from policies.run_log import RunLog
 from rewards.flow import default_flow_model
@@ -195,7 +196,9 @@ class Trainer:
         self.algorithm = make_algorithm(config.algo, config.obs, self.codec.latent_channels, **config.algo_options)
         self.algorithm.to(self.device)
         broadcast_module(self.algorithm.policy)
-        self.warp_codec = load_warp_codec(self.codec, self.algorithm.policy.warp_encoder)  # its pixel-warp encodes
+        policy = self.algorithm.policy
+        # the codec of the policy's pixel-warp encodes, loaded once for every episode (None: it reads no pixel warp)
+        self.warp_codec = load_warp_codec(self.codec, policy.warp_encoder) if reads_pixel_warp(policy) else None
         self.start_epoch, self.best = 0, None
         self.log = RunLog(self.folder, read=resume)
         if resume:

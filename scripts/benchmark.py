@@ -57,7 +57,7 @@ from pipeline.io.files import shared_data_dir  # noqa: E402
 from pipeline.io.images import load_image, resize_to_width  # noqa: E402
 from pipeline.io.precision import PRECISIONS  # noqa: E402
 from pipeline.io.video import read_video  # noqa: E402
-from pipeline.latents.codecs import load_codec  # noqa: E402
+from pipeline.latents.codecs import load_codec, load_warp_codec  # noqa: E402
 from pipeline.latents.stylizers import build_latent_space, build_stylizer  # noqa: E402
 from pipeline.methods import Components, LatentMethod, load_method, stylize_file  # noqa: E402
 from policies.base import ALGORITHM_MODULES, make_algorithm  # noqa: E402
@@ -249,10 +249,11 @@ def training(args: argparse.Namespace, size: int) -> tuple[list[dict[str, object
             rows.append({"algorithm": name, "transitions/s": "not available", "ms/transition": str(error)[:60]})
             continue
         algorithm.to(device)
-        algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow"))  # warm-up episode
+        warp_codec = load_warp_codec(codec, algorithm.policy.warp_encoder)  # loaded once, as train_policy.py does
+        algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow", warp_codec=warp_codec))  # warm-up episode
         steps, started = 0, time.perf_counter()
         for _ in range(args.episodes):
-            steps += len(algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow")))
+            steps += len(algorithm.train_episode(LatentStyleEnv(clip, codec, reward, "flow", warp_codec=warp_codec)))
         seconds = time.perf_counter() - started
         rows.append({"algorithm": f"{name} (defaults)", "transitions/s": _num(steps / seconds),
                      "ms/transition": _num(1000 * seconds / steps)})

@@ -130,6 +130,7 @@ def model_label(model: nn.Module | None) -> str:
 
 ROLLOUT_DECODES = "rollout decodes (1 a frame)"  # the stage name of a pixel-warp policy's per-frame decodes
 
+
 @torch.no_grad()
 def pipeline_stages(pipeline: StylizationPipeline, frames: Tensor, style: Tensor) -> dict[str, Callable[[], object]]:
     """The stages of ``pipeline.stylize_chunk`` on one chunk ``frames`` (T,3,H,W) with ``style``, each as a

@@ -283,11 +283,12 @@ def load_warp_codec(codec: LatentCodec, warp_encoder: str = "codec",
                     folder: str | os.PathLike = LITE_ENCODER_DIR) -> LatentCodec:
     """The codec whose ``encode`` re-encodes the warped frames of the pixel-warp observation.
 
-    ``"codec"``: ``codec`` itself. ``"auto"``: ``"taef2-lite"`` for a TAEF2 codec, else ``codec``. ``"taef2-lite"`` (TAEF2 codecs only): a TAEF2 codec with the light encoder
-    saved in ``folder`` (``pipeline.latents.taef2.TAEF2_LITE``, distilled from TAEF2's) and ``codec``'s own
-    decoder, on its device and precision. The observation re-encodes a warped previous output and that output
-    and keeps their difference, so the light encoder's own error largely cancels (see ``LITE_ENCODER_DIR``'s
-    MODEL_CARD.md for what it changes in a policy's results).
+    ``"codec"``: ``codec`` itself. ``"auto"``: ``"taef2-lite"`` for a TAEF2 codec, else ``codec``.
+    ``"taef2-lite"`` (TAEF2 codecs only): a TAEF2 codec with the light encoder saved in ``folder``
+    (``pipeline.latents.taef2.TAEF2_LITE``, distilled from TAEF2's) and ``codec``'s own decoder, on its device and
+    precision. The observation re-encodes a warped previous output and that output and keeps their difference,
+    so about half of the light encoder's own error cancels (see ``LITE_ENCODER_DIR``'s MODEL_CARD.md for what it
+    changes in a policy's results).
     """
     if check_warp_encoder(warp_encoder) == "auto":
         warp_encoder = "taef2-lite" if isinstance(codec, TAEF2Codec) else "codec"

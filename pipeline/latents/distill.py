@@ -6,8 +6,8 @@ E(warp(S)) + warp(P - E(S)): the encoder's part is the *difference* between an i
 Two full encodes cost more than the frame's own stylization, so a policy ran at about half the
 frame-by-frame baseline's speed. A student with the teacher's convolutions and fewer residual blocks
 (``pipeline.latents.taef2.TAEF2_LITE``) is trained to reproduce the teacher's latents (L1) on what it will
-see: decoded stylized frames of training clips (never ``videos/test``) in every training style. Its own
-error largely cancels in that difference (measured in the shipped encoder's MODEL_CARD.md).
+see: decoded stylized frames of training clips (never ``videos/test``) in every training style. About half
+of its own error cancels in that difference (measured in the shipped encoder's MODEL_CARD.md).
 
 The student starts from copies of the teacher's layers (``TAEF2Encoder.initialised_from``) and is trained
 with Adam under a one-cycle learning rate on batches of frames of one (clip, style) group; the teacher's

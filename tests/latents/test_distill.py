@@ -61,7 +61,8 @@ def test_distillation_lowers_the_error_on_clips_it_did_not_train_on(stylizer, da
     style = [data_dir / "styles" / "starry_night.jpg"]
     train = distillation_groups(train_clips, style, stylizer, 64, 4)
     validation = distillation_groups([data_dir / "videos" / "train" / "juggle.mp4"], style, stylizer, 64, 4)
-    assert [g.images.shape for g in train] == [torch.Size([4, 3, 32, 64])] * 2  # 512x288 -> 64 px wide, sides multiples of 8
+    # 512x288 frames -> 64 px wide, sides multiples of 8
+    assert [g.images.shape for g in train] == [torch.Size([4, 3, 32, 64])] * 2
     student = TAEF2Encoder.initialised_from(stylizer.codec.encoder, TAEF2_LITE).float()
     rows = distill(student, train, validation, DistillConfig(steps=80, eval_every=40, lr=2e-3))
     assert [row["step"] for row in rows] == [0, 40, 80]
