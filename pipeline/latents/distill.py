@@ -40,8 +40,10 @@ class DistillConfig:
     seed: int = field(default=0, metadata={"help": "random seed (batches, initial order)"})
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 0 or not self.lr > 0:
-            raise ValueError(f"steps and batch_size must be >= 1, eval_every >= 0, lr > 0; got {self}")
+        for name, ok, bound in (("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                                ("eval_every", self.eval_every >= 0, ">= 0"), ("lr", self.lr > 0, "> 0")):
+            if not ok:
+                raise ValueError(f"{name} must be {bound}, got {getattr(self, name)}")
 
 
 @dataclass

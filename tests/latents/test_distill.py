@@ -37,6 +37,13 @@ def test_the_light_encoder_starts_from_the_teachers_convolutions_and_last_blocks
 
 
 @pytest.mark.fast
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"batch_size": 0}, {"eval_every": -1}, {"lr": 0.0}])
+def test_bad_distillation_settings_are_refused(bad):
+    with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be"):
+        DistillConfig(**bad)
+
+
+@pytest.mark.fast
 def test_the_warp_encoder_is_the_codecs_own_where_no_light_one_exists():
     from pipeline.latents.codecs import DiffusersCodec
 
